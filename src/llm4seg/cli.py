@@ -1,0 +1,202 @@
+"""The ``llm4seg`` command line: argument parsing and rendering only; the work is in the core modules."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+EXIT_ERROR = 2
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit code non-zero."""
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="slice", disable=not enabled, leave=False, file=sys.stderr)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .cardtext import card_text
+    from .checkpoint import read_card
+    from .models import UNTRAINED_NOTE, resolve, untrained_default
+
+    path = resolve(args.checkpoint)
+    card = untrained_default().card if path is None else read_card(path)
+    if args.json:
+        from dataclasses import asdict
+
+        d = asdict(card)
+        d["path"] = str(path) if path else None
+        d["untrained"] = path is None
+        print(json.dumps(d, indent=2))
+    else:
+        print(f"checkpoint  {path if path else 'default (built in memory)'}")
+        print(card_text(card))
+        if path is None:
+            print(f"note        {UNTRAINED_NOTE}")
+    return 0
+
+
+def _output_path(src: Path, out_dir: Path, fmt: str, ndim_spatial: int) -> Path:
+    name = src.name
+    for ext in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm"):
+        if name.lower().endswith(ext):
+            name, src_ext = name[: -len(ext)], ext
+            break
+    else:
+        src_ext = ""  # DICOM folder
+    if fmt == "auto":
+        if src_ext in (".nii.gz", ".nii", ".dcm", "") or ndim_spatial == 3:
+            fmt = "nii.gz"
+        else:
+            fmt = "tif" if src_ext in (".tif", ".tiff") else "png"
+    if fmt == "png" and ndim_spatial == 3:
+        raise CLIError(f"{src}: a volume cannot be written as PNG; use --format nii.gz or tif")
+    return out_dir / f"{name}_labels.{fmt}"
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from .infer import image_layout, iter_segment
+    from .events import Done, Progress
+    from .io import read_image, write_labels
+    from .models import load_model
+    from .preprocess import WINDOWS
+
+    model = load_model(args.checkpoint, device=args.device)
+    window = None
+    if args.window:
+        window = WINDOWS.get(args.window) or tuple(float(v) for v in args.window.split(","))
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for item in args.inputs:
+        src = Path(item)
+        data = read_image(src)
+        layout = image_layout(data.array)
+        spatial = 3 if layout.startswith("3d") else 2
+        dest = _output_path(src, out_dir, args.format, spatial)
+        if dest.exists() and not args.overwrite:
+            raise CLIError(f"{dest} exists: pass --overwrite to replace it, or choose another --out")
+        result = None
+        with _progress_bar(1, src.name, not args.json and sys.stderr.isatty()) as bar:
+            for event in iter_segment(data.array, model, window=window, batch_size=args.batch_size):
+                if isinstance(event, Progress):
+                    bar.total = event.total
+                    bar.n = event.done
+                    bar.refresh()
+                elif isinstance(event, Done):
+                    result = event.result
+        written = write_labels(dest, result.labels, like=data, overwrite=args.overwrite)
+        counts = {name: int((result.labels == i).sum()) for i, name in enumerate(result.classes) if i > 0}
+        report = {
+            "input": str(src), "output": str(written), "shape": list(result.labels.shape),
+            "classes": result.classes, "voxels": counts, "seconds": round(result.seconds, 3),
+            "device": result.device, "checkpoint": model.card.name if model.card else None,
+        }
+        reports.append(report)
+        if not args.json:
+            fg = ", ".join(f"{k}: {v}" for k, v in counts.items())
+            print(f"{src} -> {written} ({fg}; {result.seconds:.2f} s on {result.device})")
+    if args.json:
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .checkpoint import read_card
+    from .models import list_models
+
+    entries = list_models()
+    rows = [{"name": e.name, "file": str(e.path), "task": e.task, "default": e.default,
+             "metrics": read_card(e.path).metrics if e.path.is_file() else {}} for e in entries]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no trained checkpoints are installed; 'default' is an untrained model (see `llm4seg info default`)")
+    for r in rows:
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if isinstance(v, float))
+        print(f"{r['name']}{' (default)' if r['default'] else ''}: {r['task']} {metrics}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_state_dict
+
+    out = convert_state_dict(args.input, args.out, llm=args.llm, in_channels=args.in_channels,
+                             num_classes=args.num_classes, prefix_map=args.map)
+    print(f"wrote {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llm4seg", description="LLM4Seg medical image segmentation")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="show a checkpoint's model card")
+    p.add_argument("checkpoint", help="a .safetensors file, a shipped model name, or 'default'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("segment", help="segment images or volumes")
+    p.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/NIfTI files or DICOM folders")
+    p.add_argument("--checkpoint", "-c", default="default", help="a .safetensors file, a model name, or 'default'")
+    p.add_argument("--out", "-o", required=True, help="output folder")
+    p.add_argument("--format", choices=["auto", "png", "tif", "nii.gz"], default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--window", help="CT window: a preset (abdomen, liver, lung, bone, ...) or LEVEL,WIDTH")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("models", help="list the shipped checkpoints")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("convert", help="convert a trusted plain PyTorch state dict to a safetensors checkpoint")
+    p.add_argument("input")
+    p.add_argument("--out", required=True)
+    p.add_argument("--llm", default="smollm2-135m:15", help="LLM descriptor, or 'none' for the baseline")
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--num-classes", type=int, default=1)
+    p.add_argument("--map", action="append", default=[], metavar="OLD=NEW", help="rename a key prefix")
+    p.set_defaults(func=cmd_convert)
+
+    try:
+        from .train.commands import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("llm4seg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line for the user; --debug for the traceback
+        if args.debug:
+            raise
+        print(f"llm4seg: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _one_line(exc: Exception) -> Any:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Segmentation of 2D images and 3D volumes: batched slices, one code path for CLI, GUI and tests.
+
+``iter_segment`` is a generator: it yields ``Progress`` after each batch of slices, then ``Done(result)``
+(or ``Cancelled()`` when the cancel token is set; checked between batches) and returns the result.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, Generator
+
+import numpy as np
+import torch
+
+from .device import resolve_device
+from .events import Cancelled, Done, JobCancelled, Progress, is_cancelled, run_to_end
+from .preprocess import Preprocessing, from_model_output, intensity_range, logits_to_labels, logits_to_probs, to_model_input
+
+__all__ = ["SegmentationResult", "iter_segment", "segment", "image_layout", "resolve_device", "default_batch_size"]
+
+
+@dataclass
+class SegmentationResult:
+    """Labels (uint8, the input's spatial shape), optional probabilities, and how they were made."""
+
+    labels: np.ndarray
+    probs: np.ndarray | None
+    classes: list[str]
+    device: str
+    seconds: float
+    z_range: tuple[int, int] | None = None
+    layout: str = "2d"
+
+
+def image_layout(image: np.ndarray, volume: bool | None = None) -> str:
+    """Classify an array: ``2d`` (H,W), ``2d-rgb`` (H,W,C), ``3d`` (Z,H,W) or ``3d-rgb`` (Z,H,W,C)."""
+    nd, last = image.ndim, image.shape[-1] if image.ndim else 0
+    if nd == 2:
+        return "2d"
+    if nd == 3:
+        if volume is True or last not in (3, 4):
+            return "3d"
+        return "2d-rgb"
+    if nd == 4 and last in (3, 4):
+        return "3d-rgb"
+    raise ValueError(
+        f"cannot segment an array of shape {image.shape}: expected a 2D image (H, W), an RGB image (H, W, 3), "
+        "a volume (Z, H, W) or an RGB stack (Z, H, W, 3). For time series or extra channels, pick one "
+        "time point / channel first."
+    )
+
+
+def default_batch_size(device: torch.device, hw: tuple[int, int], channels: int = 1) -> int:
+    """Slices per batch: small on CPU (batching does not pay there; keeps cancel responsive), by free memory on GPU."""
+    if device.type != "cuda":
+        return 4
+    free, _ = torch.cuda.mem_get_info(device)
+    per_slice = hw[0] * hw[1] * 4 * 16 * 12  # ~12 feature maps of 16+ channels at full size, fp32 worst case
+    return int(max(1, min(128, 0.5 * free // per_slice)))
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def iter_segment(
+    image: np.ndarray,
+    model: torch.nn.Module,
+    *,
+    volume: bool | None = None,
+    z_range: tuple[int, int] | None = None,
+    batch_size: int | None = None,
+    window: tuple[float, float] | None = None,
+    prep: Preprocessing | None = None,
+    cancel: Any = None,
+    return_probs: bool = False,
+) -> Generator[Progress | Done | Cancelled, None, SegmentationResult | None]:
+    """Segment ``image`` with ``model``; see the module docstring for the event protocol.
+
+    ``z_range`` (start, stop) limits a volume to those slices (the rest stays 0). ``window`` overrides the
+    card's CT window (level, width). ``prep`` overrides the card's preprocessing.
+    """
+    started = time.perf_counter()
+    image = np.asarray(image)
+    layout = image_layout(image, volume)
+    card = getattr(model, "card", None)
+    prep = prep or (card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels))
+    classes = list(card.classes) if card is not None else ["background", "foreground"]
+    stack = image[None] if layout.startswith("2d") else image
+    n = stack.shape[0]
+    z0, z1 = (0, n) if z_range is None or layout.startswith("2d") else (max(0, int(z_range[0])), min(n, int(z_range[1])))
+    if z1 <= z0:
+        raise ValueError(f"empty z-range {z_range} for a volume of {n} slices")
+    hw = tuple(stack.shape[1:3])
+    lo, hi = intensity_range(stack[z0:z1], prep, window)
+    device = next(model.parameters()).device
+    batch = batch_size or default_batch_size(device, hw, prep.channels)
+    labels = np.zeros((n,) + hw, dtype=np.uint8)
+    probs = None
+    if return_probs:
+        shape = (n,) + hw if model.config.num_classes == 1 else (model.config.num_classes, n) + hw
+        probs = np.zeros(shape, dtype=np.float32)
+    model.eval()
+    z = z0
+    yield Progress(0, z1 - z0, "segmenting")
+    while z < z1:
+        if is_cancelled(cancel):
+            yield Cancelled()
+            return None
+        stop = min(z1, z + batch)
+        try:
+            with torch.inference_mode(), _autocast(device):
+                x = to_model_input(stack[z:stop], prep, lo, hi, device)
+                logits = from_model_output(model(x).float(), hw, prep)
+                labels[z:stop] = logits_to_labels(logits).cpu().numpy()
+                if probs is not None:
+                    p = logits_to_probs(logits).cpu().numpy()
+                    if p.ndim == 3:
+                        probs[z:stop] = p
+                    else:
+                        probs[:, z:stop] = p.transpose(1, 0, 2, 3)
+        except torch.cuda.OutOfMemoryError:
+            if batch == 1:
+                raise
+            batch = max(1, batch // 2)
+            torch.cuda.empty_cache()
+            continue
+        z = stop
+        yield Progress(z - z0, z1 - z0, f"slice {z}/{z1}" if layout.startswith("3d") else "segmenting")
+    if layout.startswith("2d"):
+        labels = labels[0]
+        probs = probs[0] if probs is not None and probs.ndim == 3 else (probs[:, 0] if probs is not None else None)
+    result = SegmentationResult(
+        labels=labels,
+        probs=probs,
+        classes=classes,
+        device=str(device),
+        seconds=time.perf_counter() - started,
+        z_range=None if layout.startswith("2d") else (z0, z1),
+        layout=layout,
+    )
+    yield Done(result)
+    return result
+
+
+def segment(image: np.ndarray, model: torch.nn.Module, progress=None, **kwargs: Any) -> SegmentationResult:
+    """Run ``iter_segment`` to the end; ``progress(done, total)`` is called per batch. Raises JobCancelled."""
+
+    def on_event(event: Any) -> None:
+        if progress is not None and isinstance(event, Progress):
+            progress(event.done, event.total)
+
+    result = run_to_end(iter_segment(image, model, **kwargs), on_event)
+    if result is None:
+        raise JobCancelled("segmentation cancelled")
+    return result

@@ -1,0 +1,56 @@
+"""LLM4Seg networks: CMUNeXt + one frozen pre-trained LLM decoder layer at the bottleneck."""
+from __future__ import annotations
+
+import torch
+
+from .booster import LLMBooster, init_random_layer
+from .config import ModelConfig
+from .network import STRIDE, LLM4Seg
+
+__all__ = ["LLM4Seg", "LLMBooster", "ModelConfig", "STRIDE", "build_model"]
+
+
+def build_model(config: ModelConfig, weights=None, *, load_llm: bool = True, seed: int = 0) -> LLM4Seg:
+    """Build an LLM4Seg network.
+
+    ``weights`` (an ``llm4seg.llm.LayerWeights``) supplies the frozen layer; when omitted and
+    ``load_llm`` is true, ``config.llm`` is resolved locally. With ``load_llm=False`` (checkpoint
+    loading) the layer is built from ``config.llm_arch``/``config.llm_config`` and its weights are
+    expected from a state dict. ``seed`` fixes the random initialisation.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    booster = None
+    if config.uses_llm:
+        from ..llm import build_decoder_layer, load_layer_weights
+
+        if weights is None and load_llm:
+            weights = load_layer_weights(config.llm)
+        if weights is not None:
+            config.llm_arch, config.llm_config = weights.arch, dict(weights.config)
+            config.llm = weights.descriptor
+        if config.llm_arch is None or config.llm_config is None:
+            raise ValueError(
+                f"cannot build the LLM layer of {config.llm!r}: no weights given and no llm_arch/llm_config "
+                "in the model config"
+            )
+        layer_index = _layer_index(config.llm)
+        layer, rotary = build_decoder_layer(config.llm_arch, config.llm_config, layer_index)
+        if config.llm_init == "random":
+            init_random_layer(layer, float(config.llm_config.get("initializer_range", 0.02)), gen)
+        elif weights is not None:
+            layer.load_state_dict(weights.tensors, strict=True)
+        booster = LLMBooster(
+            config.dims[-1], layer, rotary, int(config.llm_config["hidden_size"]),
+            position=config.position, attention=config.attention,
+        )
+    model = LLM4Seg(config, booster)
+    if booster is not None and (weights is not None or config.llm_init == "random"):
+        booster.calibrate(gen)
+    return model.eval()
+
+
+def _layer_index(descriptor: str) -> int:
+    from ..llm import parse_descriptor
+
+    return parse_descriptor(descriptor).layer

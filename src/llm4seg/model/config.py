@@ -1,0 +1,68 @@
+"""The model configuration: everything needed to rebuild an LLM4Seg network."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+POSITIONS = ("rope", "paper")
+ATTENTIONS = ("causal", "bidirectional")
+LLM_INITS = ("pretrained", "random")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of an LLM4Seg model.
+
+    ``llm`` is an LLM descriptor (``smollm2-135m:15``, ``dir:14``, ``file.gguf:14``, ``org/name:14``) or
+    ``None`` for the plain CMUNeXt baseline. ``llm_init="random"`` builds a layer of the same shape with
+    random weights (ablation). ``position``: ``"rope"`` uses the LLM's own rotary embedding over raster-order
+    tokens; ``"paper"`` reproduces the reference code (scalar sin/cos of the token index, passed as
+    (sin, cos)). ``llm_arch``/``llm_config`` are filled when the layer is built, so a checkpoint can rebuild
+    the network without the LLM installed.
+    """
+
+    in_channels: int = 1
+    num_classes: int = 1
+    dims: tuple[int, ...] = (16, 32, 128, 160, 256)
+    depths: tuple[int, ...] = (1, 1, 1, 3, 1)
+    kernels: tuple[int, ...] = (3, 3, 7, 7, 7)
+    llm: str | None = "smollm2-135m:15"
+    llm_init: str = "pretrained"
+    position: str = "rope"
+    attention: str = "causal"
+    llm_arch: str | None = None
+    llm_config: dict[str, Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.dims, self.depths, self.kernels = tuple(self.dims), tuple(self.depths), tuple(self.kernels)
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1 (1 = binary), got {self.num_classes}")
+        if not (len(self.dims) == len(self.depths) == len(self.kernels) == 5):
+            raise ValueError("dims, depths and kernels need 5 entries each (one per encoder stage)")
+        for name, value, allowed in (
+            ("position", self.position, POSITIONS),
+            ("attention", self.attention, ATTENTIONS),
+            ("llm_init", self.llm_init, LLM_INITS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.llm is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("dims", "depths", "kernels"):
+            d[key] = list(d[key])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}: the checkpoint is newer than this llm4seg")
+        return cls(**d)

@@ -1,0 +1,112 @@
+"""Registry of shipped checkpoints: name → file → card.
+
+``resolve(name_or_path)`` turns ``default``, a registered name (``busi-lesion``) or a file path into a model.
+Shipped files live in ``llm4seg/weights/`` (package data) and are listed, with their sha256, in
+``registry.json`` beside them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_NAME = "default"
+UNTRAINED_NOTE = (
+    "UNTRAINED: no trained default checkpoint is installed, so 'default' is a randomly initialised CMUNeXt "
+    "with the embedded frozen SmolLM2 layer. Its masks are meaningless until it is trained or fine-tuned."
+)
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    """One shipped checkpoint."""
+
+    name: str
+    file: str
+    sha256: str
+    task: str = ""
+    default: bool = False
+
+    @property
+    def path(self) -> Path:
+        return WEIGHTS_DIR / self.file
+
+
+def list_models() -> list[RegistryEntry]:
+    """The shipped checkpoints, as recorded in ``weights/registry.json``."""
+    path = WEIGHTS_DIR / "registry.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text())
+    return [RegistryEntry(**entry) for entry in data.get("models", [])]
+
+
+def default_entry() -> RegistryEntry | None:
+    entries = list_models()
+    return next((e for e in entries if e.default), entries[0] if entries else None)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve(name_or_path: str | Path) -> Path | None:
+    """Path of a checkpoint given by name or path; ``None`` means the untrained default model."""
+    text = str(name_or_path)
+    if text == DEFAULT_NAME:
+        entry = default_entry()
+        return None if entry is None else _verified(entry)
+    for entry in list_models():
+        if entry.name == text:
+            return _verified(entry)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path
+    names = ", ".join([DEFAULT_NAME] + [e.name for e in list_models()])
+    raise FileNotFoundError(f"no checkpoint {text!r}: give a .safetensors file or one of: {names}")
+
+
+def _verified(entry: RegistryEntry) -> Path:
+    if not entry.path.is_file():
+        raise FileNotFoundError(f"shipped checkpoint {entry.name!r} is missing ({entry.path}): reinstall napari-llm4seg")
+    if file_sha256(entry.path) != entry.sha256:
+        raise ValueError(f"shipped checkpoint {entry.name!r} does not match its sha256: reinstall napari-llm4seg")
+    return entry.path
+
+
+def untrained_default(seed: int = 0) -> Any:
+    """A randomly initialised model with the embedded LLM layer, labelled as untrained in its card."""
+    from .checkpoint import ModelCard
+    from .model import ModelConfig, build_model
+    from .preprocess import Preprocessing
+
+    model = build_model(ModelConfig(), seed=seed)
+    model.card = ModelCard(
+        name="untrained-default",
+        description=UNTRAINED_NOTE,
+        model=model.config.to_dict(),
+        classes=["background", "lesion"],
+        preprocessing=Preprocessing(channels=1).to_dict(),
+        training={"status": "untrained"},
+    )
+    return model
+
+
+def load_model(name_or_path: str | Path = DEFAULT_NAME, device: str | torch.device = "auto") -> Any:
+    """Load a registered or file checkpoint (or the untrained default) onto ``device``."""
+    from .checkpoint import load_checkpoint
+    from .device import resolve_device
+
+    path = resolve(name_or_path)
+    if path is None:
+        return untrained_default().to(resolve_device(device)).eval()
+    return load_checkpoint(path, device=device)

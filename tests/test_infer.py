@@ -1,0 +1,71 @@
+"""Segmentation of 2D images and volumes: shapes, dtypes, batching, z-range, cancel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from _factories import disk_image, tiny_model
+from llm4seg.events import CancelToken, Cancelled, Done, JobCancelled, Progress
+from llm4seg.infer import image_layout, iter_segment, segment
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.mark.parametrize("shape,dtype", [((37, 53), np.uint8), ((64, 48, 3), np.uint8), ((40, 40, 4), np.uint8),
+                                         ((50, 70), np.uint16), ((33, 33), np.float64), ((5, 40, 30), np.int16)])
+def test_output_has_input_spatial_shape(model, shape, dtype):
+    img = (np.random.default_rng(0).random(shape) * 200).astype(dtype)
+    res = segment(img, model)
+    spatial = shape[:2] if image_layout(img) == "2d-rgb" else shape
+    assert res.labels.shape == spatial and res.labels.dtype == np.uint8
+    assert set(np.unique(res.labels)) <= {0, 1}
+
+
+def test_batches_do_not_change_the_result(model):
+    vol = np.stack([disk_image(48, 48, seed=i)[0] for i in range(5)])
+    a = segment(vol, model, batch_size=1, return_probs=True)
+    b = segment(vol, model, batch_size=4, return_probs=True)
+    np.testing.assert_allclose(a.probs, b.probs, atol=1e-5)
+    assert a.probs.shape == vol.shape and a.layout == "3d"
+
+
+def test_z_range_only_fills_those_slices(model):
+    vol = np.stack([disk_image(32, 32, seed=i)[0] for i in range(6)])
+    full = segment(vol, model, return_probs=True)
+    part = segment(vol, model, z_range=(2, 4), return_probs=True)
+    assert part.z_range == (2, 4)
+    assert not part.probs[[0, 1, 4, 5]].any()
+    # the intensity range is taken from the chosen slices, so compare labels only loosely
+    assert part.labels.shape == full.labels.shape
+
+
+def test_progress_and_cancel(model):
+    vol = np.zeros((10, 32, 32), np.uint8)
+    events = list(iter_segment(vol, model, batch_size=3))
+    progress = [e for e in events if isinstance(e, Progress)]
+    assert progress[-1].done == progress[-1].total == 10 and isinstance(events[-1], Done)
+    token = CancelToken()
+    gen = iter_segment(vol, model, batch_size=3, cancel=token)
+    next(gen)
+    token.cancel()
+    rest = list(gen)
+    assert isinstance(rest[-1], Cancelled) and not any(isinstance(e, Done) for e in rest)
+    with pytest.raises(JobCancelled):
+        segment(vol, model, cancel=lambda: True)
+
+
+def test_multiclass_probs(model):
+    m = tiny_model(num_classes=3)
+    res = segment(np.zeros((2, 32, 32), np.uint8), m, return_probs=True)
+    assert res.probs.shape == (3, 2, 32, 32)
+    np.testing.assert_allclose(res.probs.sum(0), 1, atol=1e-5)
+
+
+def test_unsupported_layouts_are_explained(model):
+    with pytest.raises(ValueError, match="time point"):
+        segment(np.zeros((2, 3, 16, 16), np.uint8), model)
+    with pytest.raises(ValueError, match="z-range"):
+        segment(np.zeros((4, 16, 16), np.uint8), model, z_range=(3, 3))
