@@ -1,0 +1,85 @@
+"""The llm4seg command line: info, segment, models, convert and its error handling."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from _factories import disk_image, tiny_model
+from llm4seg.checkpoint import ModelCard, save_checkpoint
+from llm4seg.cli import main
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    return save_checkpoint(path, tiny_model(), ModelCard(name="tiny", classes=["background", "lesion"]))
+
+
+def test_info_json(ckpt, capsys):
+    assert main(["info", str(ckpt), "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["name"] == "tiny" and card["classes"] == ["background", "lesion"] and card["untrained"] is False
+
+
+def test_info_default_says_untrained(capsys):
+    assert main(["info", "default"]) == 0
+    out = capsys.readouterr().out
+    assert "smollm2-135m:15" in out and "UNTRAINED" in out
+
+
+def test_segment_png(ckpt, tmp_path, capsys):
+    img, _ = disk_image(60, 90)
+    src = tmp_path / "us.png"
+    iio.imwrite(src, img)
+    assert main(["segment", str(src), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    labels = iio.imread(report["output"])
+    assert labels.shape == (60, 90) and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1}
+    assert report["output"].endswith("us_labels.png")
+    # never overwrite silently
+    assert main(["segment", str(src), "--checkpoint", str(ckpt), "--out", str(tmp_path / "out")]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_segment_nifti_keeps_affine(ckpt, tmp_path):
+    vol = (np.random.default_rng(0).normal(0, 300, (48, 40, 5))).astype(np.int16)  # (x, y, z) in the file
+    affine = np.diag([-0.7, -0.7, 2.5, 1.0])
+    affine[:3, 3] = [10, -20, 30]
+    src = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(vol, affine), src)
+    assert main(["segment", str(src), "--checkpoint", str(ckpt), "--out", str(tmp_path), "--window", "abdomen"]) == 0
+    out = nib.load(tmp_path / "ct_labels.nii.gz")
+    assert out.shape == vol.shape
+    np.testing.assert_array_equal(out.affine, nib.load(src).affine)  # exactly the source file's affine
+
+
+def test_convert_plain_state_dict(tmp_path, capsys):
+    model = tiny_model()
+    src = tmp_path / "plain.pth"
+    torch.save(model.state_dict(), src)
+    # the tiny test model has non-default dims, so conversion to the paper architecture must explain the mismatch
+    assert main(["convert", str(src), "--out", str(tmp_path / "c.safetensors"), "--llm", "none", "--in-channels", "1"]) == 2
+    assert "does not match" in capsys.readouterr().err
+
+
+def test_models_lists_or_explains(capsys):
+    assert main(["models"]) == 0
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["info", "missing.safetensors"], "no checkpoint"),
+    (["segment", "nope.png", "--checkpoint", "default", "--out", "x"], "nope.png"),
+])
+def test_errors_are_one_line_with_nonzero_exit(args, needle, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "llm4seg.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
