@@ -1,0 +1,108 @@
+"""npe2 reader: NIfTI files and DICOM series (a folder, or one file of the series) as napari layers.
+
+Layers open with ``scale`` = voxel spacing in napari's (z, y, x) order; the source affine, spacing, shape and
+path are kept in ``metadata["llm4seg"]`` (see :func:`layer_metadata`) so that the writers can restore them.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+LayerData = tuple[Any, dict[str, Any], str]
+PathOrPaths = str | os.PathLike | list[str | os.PathLike]
+
+_LABEL_HINTS = ("label", "seg", "mask")
+_CT_WINDOW = (-160.0, 240.0)  # abdomen window (level 40, width 400) for HU data
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def _accepts(path: Path) -> bool:
+    from llm4seg._io_dicom import looks_like_dicom_folder
+
+    if _is_nifti(path):
+        return path.is_file()
+    if path.is_dir():
+        return looks_like_dicom_folder(path)
+    return path.is_file() and path.suffix.lower() == ".dcm"
+
+
+def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:
+    """Return :func:`read_layers` for NIfTI files and DICOM folders/files, else None."""
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    if not paths or not all(_accepts(Path(p)) for p in paths):
+        return None
+    return read_layers
+
+
+def read_layers(path: PathOrPaths) -> list[LayerData]:
+    """Read each path into one layer (Image, or Labels for label maps)."""
+    from llm4seg.io import read_image
+
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    return [layer_data(read_image(p), Path(p)) for p in paths]
+
+
+def _display_name(path: Path) -> str:
+    name = path.name
+    for ext in (".nii.gz", ".nii", ".dcm"):
+        if name.lower().endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def looks_like_labels(array: np.ndarray, name: str) -> bool:
+    """Integer data with a label-like name, or non-negative integers with few distinct values."""
+    if array.dtype == bool:
+        return True
+    if not np.issubdtype(array.dtype, np.integer) or array.size == 0:
+        return False
+    if any(h in name.lower() for h in _LABEL_HINTS):
+        return True
+    step = max(1, array.size // 2_000_000)
+    sample = array.reshape(-1)[::step]
+    return bool(sample.min() >= 0 and sample.max() <= 255 and np.unique(sample).size <= 32)
+
+
+def layer_metadata(img: Any, source: str | os.PathLike | None, **extra: Any) -> dict[str, Any]:
+    """``{"llm4seg": {affine, spacing, shape, source, meta, ...}}``: what the writers need to restore geometry.
+
+    ``affine`` maps voxel indices in file order (x, y, z) - the layer axes reversed - to world mm (RAS+).
+    """
+    info = {
+        "affine": None if img.affine is None else np.asarray(img.affine).tolist(),
+        "affine_axes": "xyz (layer axes reversed) -> world mm, RAS+",
+        "spacing": list(img.spacing),
+        "shape": list(img.spatial_shape),
+        "source": None if source is None else str(source),
+        "meta": dict(img.meta),
+    }
+    info.update(extra)
+    return {"llm4seg": info}
+
+
+def layer_data(img: Any, source: Path, *, layer_type: str | None = None, name: str | None = None,
+               **extra_meta: Any) -> LayerData:
+    """Turn an :class:`llm4seg.io.ImageData` into napari ``(data, kwargs, layer_type)``."""
+    name = name or _display_name(source)
+    arr = img.array
+    if layer_type is None:
+        layer_type = "labels" if not img.rgb and looks_like_labels(arr, name) else "image"
+    kwargs: dict[str, Any] = {
+        "name": name,
+        "scale": list(img.spacing),
+        "metadata": layer_metadata(img, source, **extra_meta),
+    }
+    if layer_type == "labels":
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8)
+    else:
+        kwargs["rgb"] = img.rgb
+        if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and arr.min() <= -500:
+            kwargs["contrast_limits"] = list(_CT_WINDOW)
+    return arr, kwargs, layer_type

@@ -1,0 +1,69 @@
+"""npe2 writers: Labels -> NIfTI (.nii.gz/.nii) or 2D/3D .png/.tif; Image -> NIfTI.
+
+The geometry written is the source affine kept in the layer's ``metadata["llm4seg"]`` (or ``metadata["affine"]``)
+by the reader or the segment widget, when the layer still has the source shape; otherwise an affine is built
+from the layer's ``scale`` and ``translate``. napari's save dialog has already confirmed any overwrite, so the
+writers replace existing files - atomically.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from llm4seg.io import ImageData, write_image, write_labels
+
+
+def _array(data: Any, meta: dict[str, Any]) -> np.ndarray:
+    if meta.get("multiscale") and isinstance(data, (list, tuple)):
+        data = data[0]
+    return np.asarray(data)
+
+
+def like_from_layer(shape: tuple[int, ...], meta: dict[str, Any], *, rgb: bool = False) -> ImageData:
+    """Geometry of a layer (``layer._get_state()``-style ``meta``) as an :class:`ImageData` of ``shape``."""
+    nsp = len(shape) - int(rgb)
+    md = meta.get("metadata") or {}
+    info = md.get("llm4seg") or {}
+    affine = info.get("affine", md.get("affine"))
+    src_meta = dict(info.get("meta") or {})
+    spacing = info.get("spacing")
+    src_shape = info.get("shape")
+    if affine is not None and src_shape is not None and tuple(src_shape) != tuple(shape[:nsp]):
+        warnings.warn(f"layer shape {tuple(shape[:nsp])} differs from its source image {tuple(src_shape)}; "
+                      "writing an affine built from the layer's scale and translate instead", stacklevel=3)
+        affine, src_meta = None, {}
+    if affine is None or spacing is None or len(spacing) != nsp:
+        spacing = [float(s) for s in (meta.get("scale") or [1.0] * nsp)][-nsp:]
+        translate = [float(t) for t in (meta.get("translate") or [0.0] * nsp)][-nsp:]
+        if affine is None:
+            affine = np.eye(4)
+            for i, (s, t) in enumerate(zip(reversed(spacing[-3:]), reversed(translate[-3:]))):
+                affine[i, i], affine[i, 3] = s, t
+    src_meta["rgb"] = rgb
+    dummy = np.broadcast_to(np.zeros((), dtype=np.uint8), shape)  # shape only; never written
+    return ImageData(dummy, tuple(abs(s) or 1.0 for s in spacing), np.asarray(affine, dtype=float), src_meta)
+
+
+def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write a Labels layer to .nii.gz/.nii, restoring the source affine when known."""
+    arr = _array(data, meta)
+    return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True))]
+
+
+def write_labels_raster(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write a Labels layer to .png (2D, values kept exactly) or .tif/.tiff (2D or 3D)."""
+    arr = _array(data, meta)
+    if path.lower().endswith(".png") and arr.ndim != 2:
+        raise ValueError(f"PNG holds 2D labels only, this layer has shape {arr.shape}; save it as .tif or .nii.gz")
+    return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True))]
+
+
+def write_image_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+    """Write a single-channel Image layer to .nii.gz/.nii (dtype kept), restoring the source affine when known."""
+    arr = _array(data, meta)
+    rgb = bool(meta.get("rgb", False))
+    like = like_from_layer(arr.shape, meta, rgb=rgb)
+    image = ImageData(arr, like.spacing, like.affine, like.meta)
+    return [str(write_image(path, image, overwrite=True))]
