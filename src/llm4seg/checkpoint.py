@@ -129,6 +129,9 @@ def save_checkpoint(
         save_file(tensors, tmp, metadata={CARD_KEY: card.to_json(), "format": "pt"})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # ordinary file permissions, not mkstemp's 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,142 @@
+"""napari layers <-> arrays: input checks, the current slice, output Labels geometry, class names and colours."""
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+import numpy as np
+
+#: Colours (RGB, 0-1) of classes 1, 2, ...: distinct hues that stay visible over gray images.
+PALETTE: tuple[tuple[float, float, float], ...] = (
+    (0.902, 0.098, 0.294),  # red
+    (0.235, 0.706, 0.294),  # green
+    (0.263, 0.388, 0.847),  # blue
+    (1.000, 0.882, 0.098),  # yellow
+    (0.961, 0.510, 0.192),  # orange
+    (0.569, 0.118, 0.706),  # purple
+    (0.275, 0.941, 0.941),  # cyan
+    (0.941, 0.196, 0.902),  # magenta
+)
+#: Colour of label values without a class (e.g. painted by hand with a new value).
+UNKNOWN_COLOR = (1.0, 1.0, 1.0, 1.0)
+META_KEY = "llm4seg"
+
+
+def unwrap(obj: Any) -> Any:
+    """The napari object behind a plugin proxy (napari hands plugins a ``PublicOnlyProxy`` of the viewer)."""
+    return getattr(obj, "__wrapped__", obj)
+
+
+def image_data(layer: Any) -> Any:
+    """The full-resolution data of an Image layer (level 0 of a multiscale pyramid)."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def layer_layout(layer: Any) -> str:
+    """"2d", "2d-rgb", "3d" or "3d-rgb" for an Image layer; ValueError naming the problem and the fix."""
+    from napari.layers import Image
+
+    layer = unwrap(layer)
+    kind = type(layer).__name__
+    if not isinstance(layer, Image):
+        raise ValueError(
+            f"layer {layer.name!r} is a {kind} layer: LLM4Seg segments Image layers. "
+            "Select an image (2D, RGB or a Z×H×W volume) as input."
+        )
+    data = image_data(layer)
+    ndim, rgb = len(data.shape), bool(getattr(layer, "rgb", False))
+    layout = {(2, False): "2d", (3, True): "2d-rgb", (3, False): "3d", (4, True): "3d-rgb"}.get((ndim, rgb))
+    if layout is None:
+        extra = "a time series or multi-channel stack" if ndim >= 4 else "a 1D signal"
+        raise ValueError(
+            f"layer {layer.name!r} has shape {tuple(data.shape)} ({ndim}D{', RGB' if rgb else ''}), "
+            f"which looks like {extra}: LLM4Seg takes a 2D image, an RGB image, a Z×H×W volume or an RGB stack. "
+            "Pick one time point / channel first (e.g. layer.data[t]) and add it as its own image layer."
+        )
+    return layout
+
+
+def spatial_shape(layer: Any) -> tuple[int, ...]:
+    """Shape of the labels for ``layer``: the data shape without an RGB axis."""
+    shape = tuple(int(s) for s in image_data(layer).shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def current_z(layer: Any, viewer: Any) -> int:
+    """Index along the layer's first axis of the slice shown in the viewer (clipped to the data)."""
+    z = float(layer.world_to_data(viewer.dims.point)[0])
+    return int(np.clip(round(z), 0, spatial_shape(layer)[0] - 1))
+
+
+def class_colormap(n_classes: int) -> dict[int | None, tuple[float, ...]]:
+    """Label colours: background transparent, a palette colour per class, white for unknown values."""
+    colors: dict[int | None, tuple[float, ...]] = {None: UNKNOWN_COLOR, 0: (0.0, 0.0, 0.0, 0.0)}
+    for value in range(1, max(n_classes, 2)):
+        colors[value] = (*PALETTE[(value - 1) % len(PALETTE)], 1.0)
+    return colors
+
+
+def class_features(classes: list[str]) -> dict[str, np.ndarray]:
+    """Features table: one row per label value with its class name (shown on hover in napari)."""
+    return {"index": np.arange(len(classes)), "class": np.asarray(classes, dtype=object)}
+
+
+def output_name(source: Any) -> str:
+    return f"{source.name} labels"
+
+
+def labels_kwargs(source: Any, classes: list[str], info: dict[str, Any]) -> dict[str, Any]:
+    """``add_labels`` keywords: the source's geometry (scale/translate/rotate/shear/affine, units, axis
+    labels), its metadata (e.g. the file affine kept by the reader) plus ``info`` under ``llm4seg``."""
+    ndim = len(spatial_shape(source))
+    metadata = copy.deepcopy(dict(getattr(source, "metadata", {}) or {}))
+    meta = dict(metadata.get(META_KEY) or {})
+    meta["segmentation"] = info
+    metadata[META_KEY] = meta
+    kwargs: dict[str, Any] = {
+        "name": output_name(source),
+        "scale": np.asarray(source.scale)[-ndim:],
+        "translate": np.asarray(source.translate)[-ndim:],
+        "rotate": np.asarray(source.rotate)[-ndim:, -ndim:],
+        "shear": np.asarray(source.shear),
+        "affine": np.asarray(source.affine.affine_matrix),
+        "metadata": metadata,
+        "features": class_features(classes),
+        "colormap": class_colormap(len(classes)),
+        "opacity": 0.6,
+    }
+    for attr in ("units", "axis_labels"):
+        value = getattr(source, attr, None)
+        if value is not None:
+            kwargs[attr] = tuple(value)[-ndim:]
+    return kwargs
+
+
+def set_classes(layer: Any, classes: list[str], info: dict[str, Any]) -> None:
+    """Update class names, colours and our metadata of an output layer we created."""
+    layer.features = class_features(classes)
+    layer.colormap = class_colormap(len(classes))
+    set_info(layer, info)
+
+
+def set_info(layer: Any, info: dict[str, Any]) -> None:
+    """Record how the output was made in ``metadata["llm4seg"]["segmentation"]``."""
+    meta = dict(layer.metadata.get(META_KEY) or {})
+    meta["segmentation"] = info
+    layer.metadata = {**layer.metadata, META_KEY: meta}
+
+
+def slice_digests(data: np.ndarray) -> list[bytes]:
+    """A digest per slice along the first axis (one for a 2D image): cheap edit detection."""
+    data = np.asarray(data)
+    blocks = [data] if data.ndim == 2 else list(data)
+    return [hashlib.blake2b(np.ascontiguousarray(b).tobytes(), digest_size=16).digest() for b in blocks]
+
+
+def z_slices(shape: tuple[int, ...], z_range: tuple[int, int] | None) -> list[int]:
+    """Slice indices covered by a run: all of a 2D image (index 0), or ``z_range`` of a volume."""
+    if len(shape) == 2:
+        return [0]
+    z0, z1 = z_range if z_range is not None else (0, shape[0])
+    return list(range(max(0, z0), min(shape[0], z1)))

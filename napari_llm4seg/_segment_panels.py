@@ -1,0 +1,355 @@
+"""The control groups of the Segment widget: model (checkpoint, device, card), input, post-processing."""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from llm4seg.cardtext import card_summary, card_text
+from llm4seg.postprocess import PostprocessOptions
+from llm4seg.preprocess import WINDOWS, looks_like_ct
+
+from ._layers import image_data, layer_layout, spatial_shape
+
+BROWSE = "__browse__"
+WINDOW_CARD, WINDOW_CUSTOM = "__card__", "__custom__"
+SCOPE_ALL, SCOPE_SLICE, SCOPE_RANGE = "all", "slice", "range"
+_KINDS = {"2d": "2D image", "2d-rgb": "RGB image", "3d": "volume, slice by slice", "3d-rgb": "RGB stack"}
+_CARD_CHARS = 80  # longer card values are cut in the panel; the tooltip has the full card
+_WARN_STYLE = "color: #ffb000; font-weight: bold;"
+
+
+def is_untrained(card: Any) -> bool:
+    """True for a card that says its model was never trained."""
+    status = str((card.training or {}).get("status", "")).lower()
+    return status == "untrained" or str(card.description or "").upper().startswith("UNTRAINED")
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    lay = QHBoxLayout(box)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        lay.addWidget(w)
+    return box
+
+
+class ModelPanel(QGroupBox):
+    """Checkpoint choice (shipped names, recent files, Browse…), device choice and the checkpoint card."""
+
+    checkpointRequested = Signal(str)  # a name or a file path; BROWSE asks the widget to open a file dialog
+    deviceChanged = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Model", parent)
+        form = QFormLayout(self)
+        self.checkpoint = QComboBox()
+        self.checkpoint.setToolTip(
+            "Checkpoint to segment with: a shipped model by name ('default' is preselected), a recently used "
+            ".safetensors file, or Browse… for another checkpoint file (e.g. one you fine-tuned)."
+        )
+        self.checkpoint.activated.connect(self._on_activated)
+        form.addRow("Checkpoint", self.checkpoint)
+        self.device = QComboBox()
+        self.device.setToolTip(
+            "Where the network runs: auto picks CUDA > MPS > CPU. If the chosen device is unavailable or runs out "
+            "of memory, LLM4Seg falls back to the CPU and shows a warning."
+        )
+        self.device.currentTextChanged.connect(self.deviceChanged)
+        self.device_used = QLabel("")
+        self.device_used.setToolTip("The device the model actually runs on.")
+        form.addRow("Device", _row(self.device, self.device_used))
+        self.warning = QLabel("")
+        self.warning.setWordWrap(True)
+        self.warning.setStyleSheet(_WARN_STYLE)
+        self.warning.setVisible(False)
+        form.addRow(self.warning)
+        self.card = QLabel("")
+        self.card.setWordWrap(True)
+        self.card.setTextFormat(Qt.TextFormat.RichText)
+        self.card.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.card.setToolTip("The checkpoint's model card: classes, frozen LLM layer, training data and metrics.")
+        form.addRow(self.card)
+
+    def set_choices(self, names: list[str], recent: list[str], current: str) -> None:
+        """Fill the checkpoint list: names, then recent files, then Browse…; select ``current``."""
+        self.names = list(names)
+        self.checkpoint.blockSignals(True)
+        self.checkpoint.clear()
+        for name in names:
+            self.checkpoint.addItem(name, name)
+        for path in recent:
+            if path not in names:
+                self.checkpoint.addItem(path.replace("\\", "/").rsplit("/", 1)[-1], path)
+                self.checkpoint.setItemData(self.checkpoint.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+        self.checkpoint.addItem("Browse…", BROWSE)
+        self.select(current)
+        self.checkpoint.blockSignals(False)
+
+    def select(self, value: str) -> None:
+        index = self.checkpoint.findData(value)
+        self.checkpoint.setCurrentIndex(max(0, index))
+
+    def current(self) -> str:
+        return str(self.checkpoint.currentData())
+
+    def _on_activated(self, index: int) -> None:
+        self.checkpointRequested.emit(str(self.checkpoint.itemData(index)))
+
+    def set_devices(self, devices: list[str], current: str) -> None:
+        self.device.blockSignals(True)
+        self.device.clear()
+        self.device.addItems(["auto", *devices])
+        self.device.setCurrentIndex(max(0, self.device.findText(current)))
+        self.device.blockSignals(False)
+
+    def show_loading(self, name: str) -> None:
+        self.card.setText(f"<i>Loading {html.escape(name)}…</i>")
+        self.warning.setVisible(False)
+
+    def show_card(self, card: Any) -> None:
+        """Render the card as a small table; a visible warning for untrained models."""
+        rows = [(k, str(v)) for k, v in card_summary(card) if k != "description" or not is_untrained(card)]
+        cells = "".join(
+            f"<tr><td style='padding-right:8px'><b>{html.escape(k)}</b></td>"
+            f"<td>{html.escape(v if len(v) <= _CARD_CHARS else v[:_CARD_CHARS - 1] + '…')}</td></tr>"
+            for k, v in rows
+        )
+        self.card.setText(f"<table>{cells}</table>")
+        self.card.setToolTip("Checkpoint card (full text):\n" + card_text(card))
+        untrained = is_untrained(card)
+        self.warning.setText(f"⚠ {card.description}" if untrained else "")
+        self.warning.setVisible(untrained)
+
+
+class InputPanel(QGroupBox):
+    """Input image layer, CT window, and the scope (whole, current slice, z-range)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Input", parent)
+        form = QFormLayout(self)
+        self.layer = QComboBox()
+        self.layer.setToolTip(
+            "Image layer to segment: follows the layer selected in the layer list. 2D gray, RGB(A), a Z×H×W "
+            "volume (segmented slice by slice) or a stack of RGB images."
+        )
+        form.addRow("Image", self.layer)
+        self.info = QLabel("")
+        self.info.setWordWrap(True)
+        self.info.setToolTip("Shape, type and how the image will be segmented.")
+        form.addRow(self.info)
+        self.window = QComboBox()
+        self.window.setToolTip(
+            "CT intensity window (level/width in HU) mapped to the network's input range. 'checkpoint' uses the "
+            "window the model was trained with (preselected); choose a preset or 'custom' to override it."
+        )
+        self.level = QDoubleSpinBox(minimum=-3000, maximum=5000, decimals=0, singleStep=10)
+        self.level.setToolTip("Window level (centre) in HU; editable with 'custom'.")
+        self.width = QDoubleSpinBox(minimum=1, maximum=10000, decimals=0, singleStep=10)
+        self.width.setToolTip("Window width in HU; editable with 'custom'.")
+        self.window.currentIndexChanged.connect(self._on_window)
+        self._lw_row = _row(QLabel("level"), self.level, QLabel("width"), self.width)
+        form.addRow("CT window", self.window)
+        form.addRow("", self._lw_row)
+        self._window_rows = [self.window, form.labelForField(self.window), self._lw_row]
+        self.scope = QComboBox()
+        self.scope.addItem("whole image / volume", SCOPE_ALL)
+        self.scope.addItem("current slice", SCOPE_SLICE)
+        self.scope.addItem("z-range", SCOPE_RANGE)
+        self.scope.setToolTip(
+            "What to segment: everything, only the slice shown in the viewer, or the slices of a z-range. "
+            "Slices outside the scope keep their labels."
+        )
+        self.z0 = QSpinBox()
+        self.z0.setToolTip("First slice of the z-range (0-based, included).")
+        self.z1 = QSpinBox()
+        self.z1.setToolTip("Last slice of the z-range (0-based, included).")
+        self.scope.currentIndexChanged.connect(self._on_scope)
+        self._scope_row = _row(self.scope, self.z0, QLabel("–"), self.z1)
+        form.addRow("Scope", self._scope_row)
+        self._card_window: tuple[float, float] | None = None
+        self._window_shown = False
+        self.set_card_window(None)
+        self.set_volume(0)
+
+    def show_layer(self, layer: Any, card_window: bool) -> None:
+        """Describe ``layer``; show the CT window for CT-like data (or a card with a window); set the scope."""
+        if layer is None:
+            self.info.setText("No image layer: open an image or File > Open Sample.")
+            self.show_window(False)
+            self.set_volume(0)
+            return
+        data = image_data(layer)
+        try:
+            layout = layer_layout(layer)
+        except ValueError as exc:
+            self.info.setText(f"⚠ {exc}")
+            self.show_window(False)
+            self.set_volume(0)
+            return
+        self.info.setText(f"{' × '.join(map(str, data.shape))} {data.dtype} ({_KINDS[layout]})")
+        ct = isinstance(data, np.ndarray) and looks_like_ct(data)
+        self.show_window(bool(ct or card_window))
+        self.set_volume(spatial_shape(layer)[0] if layout.startswith("3d") else 0)
+
+    # --- CT window -------------------------------------------------------------------------------------
+    def set_card_window(self, window: tuple[float, float] | None) -> None:
+        """Fill the presets; preselect the checkpoint's own window (by preset name when it matches one)."""
+        self._card_window = tuple(window) if window else None  # type: ignore[assignment]
+        self.window.blockSignals(True)
+        self.window.clear()
+        card_text = "checkpoint (L {:g} W {:g})".format(*window) if window else "checkpoint (auto intensity range)"
+        self.window.addItem(card_text, WINDOW_CARD)
+        for name, (level, width) in WINDOWS.items():
+            self.window.addItem(f"{name} (L {level:g} W {width:g})", name)
+        self.window.addItem("custom", WINDOW_CUSTOM)
+        match = next((n for n, w in WINDOWS.items() if window and tuple(w) == tuple(window)), None)
+        self.window.setCurrentIndex(self.window.findData(match) if match else 0)
+        self.window.blockSignals(False)
+        self._on_window()
+
+    def _on_window(self, *_: Any) -> None:
+        key = self.window.currentData()
+        custom = key == WINDOW_CUSTOM
+        shown = WINDOWS.get(key) or (self._card_window if key == WINDOW_CARD else None)
+        if shown:
+            self.level.setValue(shown[0])
+            self.width.setValue(shown[1])
+        self.level.setEnabled(custom)
+        self.width.setEnabled(custom)
+        self._lw_row.setVisible(self._window_shown and bool(shown or custom))
+
+    def window_value(self) -> tuple[float, float] | None:
+        """The window to pass to the model; None means the checkpoint's own preprocessing."""
+        key = self.window.currentData()
+        if key == WINDOW_CARD:
+            return None
+        if key == WINDOW_CUSTOM:
+            return float(self.level.value()), float(self.width.value())
+        return tuple(float(v) for v in WINDOWS[key])  # type: ignore[return-value]
+
+    def show_window(self, visible: bool) -> None:
+        """Show the CT window rows (level/width only when a window is chosen, not the auto range)."""
+        self._window_shown = visible
+        for w in self._window_rows[:2]:
+            w.setVisible(visible)
+        self._on_window()
+
+    # --- scope ---------------------------------------------------------------------------------------------
+    def set_volume(self, n_slices: int) -> None:
+        """Enable the scope for a volume of ``n_slices`` (0 for a 2D image)."""
+        volume = n_slices > 0
+        self.scope.setEnabled(volume)
+        if not volume:
+            self.scope.setCurrentIndex(0)
+        for spin in (self.z0, self.z1):
+            spin.setRange(0, max(0, n_slices - 1))
+        self.z1.setValue(max(0, n_slices - 1))
+        self._on_scope()
+
+    def _on_scope(self, *_: Any) -> None:
+        ranged = self.scope.currentData() == SCOPE_RANGE
+        self.z0.setVisible(ranged)
+        self.z1.setVisible(ranged)
+
+    def z_range(self) -> tuple[int, int]:
+        """The z-range as (start, stop) with stop exclusive."""
+        a, b = sorted((self.z0.value(), self.z1.value()))
+        return a, b + 1
+
+
+class PostPanel(QGroupBox):
+    """Post-processing options (applied to every result; changes preview on the last result)."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Post-processing", parent)
+        form = QFormLayout(self)
+        self.largest = QCheckBox("keep largest component per class")
+        self.largest.setToolTip("Keep only the biggest connected object of each class (e.g. one liver).")
+        self.fill = QCheckBox("fill holes")
+        self.fill.setToolTip("Fill background holes enclosed by a class (never overwrites another class).")
+        self.min_size = QSpinBox(minimum=0, maximum=10_000_000, singleStep=10)
+        self.min_size.setSuffix(" px")
+        self.min_size.setSpecialValueText("off")
+        self.min_size.setToolTip("Remove objects smaller than this many pixels (voxels in 3D mode); 0 = off.")
+        self.mode = QComboBox()
+        self.mode.addItem("3D (whole volume)", "3d")
+        self.mode.addItem("per slice", "slice")
+        self.mode.setToolTip("For volumes: connected components in 3D, or in each slice separately.")
+        self.preview = QCheckBox("preview on the last result")
+        self.preview.setChecked(True)
+        self.preview.setToolTip(
+            "Re-apply the options to the last segmentation as soon as they change (one undo step each), "
+            "without running the network again."
+        )
+        form.addRow(self.largest)
+        form.addRow(self.fill)
+        form.addRow("Remove objects <", self.min_size)
+        form.addRow("Components", self.mode)
+        form.addRow(self.preview)
+        for signal in (self.largest.toggled, self.fill.toggled, self.min_size.valueChanged,
+                       self.mode.currentIndexChanged):
+            signal.connect(self.changed)
+
+    def options(self) -> PostprocessOptions:
+        return PostprocessOptions(largest=self.largest.isChecked(), fill_holes=self.fill.isChecked(),
+                                  min_size=int(self.min_size.value()), mode=str(self.mode.currentData()))
+
+    def set_options(self, opts: PostprocessOptions) -> None:
+        self.largest.setChecked(opts.largest)
+        self.fill.setChecked(opts.fill_holes)
+        self.min_size.setValue(opts.min_size)
+        self.mode.setCurrentIndex(max(0, self.mode.findData(opts.mode)))
+
+
+class RunBar(QWidget):
+    """Segment / Cancel buttons, the progress bar (+ napari activity panel option) and a status line."""
+
+    def __init__(self, shortcut: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.run_button = QPushButton(f"Segment  ({shortcut})")
+        self.run_button.setToolTip(f"Segment the chosen image into a Labels layer ({shortcut}).")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current batch of slices; nothing is written.")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setToolTip("Slices segmented so far.")
+        self.progress_bar.setFormat("%v / %m")
+        self.activity = QCheckBox("in activity panel")
+        self.activity.setToolTip(
+            "Also show the progress in napari's activity panel. Its animated indicator repaints the whole window "
+            "continuously, which is costly on displays without GPU rendering (remote desktops, Xvfb).")
+        lay.addWidget(_row(self.run_button, self.cancel_button))
+        lay.addWidget(_row(self.progress_bar, self.activity))
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setToolTip("What the widget did last.")
+        lay.addWidget(self.status)
+
+    def set_progress(self, done: int, total: int) -> None:
+        """Update the bar with one deferred repaint (QProgressBar.setValue repaints synchronously)."""
+        bar = self.progress_bar
+        bar.setUpdatesEnabled(False)
+        bar.setRange(0, max(1, total))
+        bar.setValue(done)
+        bar.setUpdatesEnabled(True)

@@ -1,0 +1,73 @@
+"""The widget's worker jobs without Qt: device fallback, out-of-memory retry on the CPU, post-processing."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from _widget_models import ThresholdModel, disk
+from llm4seg.events import Log, Progress
+from llm4seg.postprocess import PostprocessOptions
+from napari_llm4seg import _workers
+
+
+def _drive(gen):
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+class _OOMOnce(ThresholdModel):
+    """Raises CUDA out-of-memory on its first batch, as a too-small GPU would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.devices: list[str] = []
+
+    def to(self, device):  # stays on the CPU here; records where it was sent
+        self.devices.append(str(device))
+        return self
+
+    def forward(self, x):
+        if len(self.devices) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return super().forward(x)
+
+
+def test_unavailable_device_falls_back_to_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    img, mask = disk()
+    events, outcome = _drive(_workers.segment_job(img, ThresholdModel(), device="cuda:0"))
+    assert isinstance(events[0], Log) and "CUDA" in events[0].text and "CPU" in events[0].text
+    assert any(isinstance(e, Progress) for e in events)
+    assert outcome.device == "cpu" and np.array_equal(outcome.labels, mask) and outcome.notes
+
+
+def test_out_of_memory_retries_on_cpu(monkeypatch):
+    monkeypatch.setattr(_workers, "pick_device", lambda requested: (torch.device("cuda:0"), None))
+    model = _OOMOnce()
+    img, mask = disk()
+    events, outcome = _drive(_workers.segment_job(img, model, device="cuda:0", batch_size=1))
+    assert model.devices == ["cuda:0", "cpu"] and outcome.device == "cpu"
+    assert any(isinstance(e, Log) and "out of memory" in e.text for e in events)
+    assert np.array_equal(outcome.labels, mask)
+
+
+def test_cancel_and_postprocessing_of_a_z_range():
+    from llm4seg.events import CancelToken
+
+    vol = np.stack([disk()[0]] * 4)
+    vol[:, 2:4, 2:4] = 200  # a speck
+    token = CancelToken()
+    token.cancel()
+    _, outcome = _drive(_workers.segment_job(vol, ThresholdModel(), device="cpu", volume=True, cancel=token))
+    assert outcome.result is None and outcome.labels is None
+    opts = PostprocessOptions(min_size=10)
+    _, outcome = _drive(_workers.segment_job(vol, ThresholdModel(), device="cpu", volume=True, z_range=(1, 3),
+                                             options=opts))
+    assert outcome.labels[1:3, 2, 2].sum() == 0 and outcome.result.labels[1:3, 2, 2].all()
+    assert outcome.labels[[0, 3]].sum() == 0
+    name, error = _workers.load_named("/nonexistent/model.safetensors")
+    assert name.endswith("model.safetensors") and isinstance(error, Exception)
