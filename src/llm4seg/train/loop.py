@@ -1,0 +1,268 @@
+"""The training loop: one generator of events for the CLI, the GUI and the tests.
+
+``fit`` yields ``Progress``/``Metric``/``Log`` events, then ``Done(result)`` or ``Cancelled(result)``
+(or ``Failed(reason)`` when the loss diverges) and returns the :class:`TrainResult`. Cancel is checked
+between steps (and between batches while features are cached); the model is left holding the best
+weights by validation IoU (the last weights when there is no validation set), never half a step.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Generator
+
+import torch
+from torch import nn
+
+from ..events import Cancelled, Done, Failed, Log, Metric, Progress, is_cancelled
+from .config import TrainConfig
+from .data import SliceSet
+from .distributed import DistContext, all_reduce_sum, any_rank, setup
+from .features import FeatureCache, build_feature_cache, cache_bytes_per_item
+from .losses import make_loss
+from .state import TrainState, restore, save_state, state_path_for
+from .steps import BatchOrder, Net, make_optimizer, select_trainable, set_modes, train_step, validate
+
+__all__ = ["fit", "TrainResult"]
+
+FROZEN_PREFIX = "booster.layer."
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`fit`. ``model`` holds the returned weights (best by validation IoU, else last)."""
+
+    model: nn.Module = field(repr=False)
+    status: str                      # "done" | "cancelled" | "failed"
+    steps: int                       # optimiser steps completed (including resumed ones)
+    total_steps: int
+    best_step: int | None
+    metrics: dict[str, float]        # validation metrics of the returned weights (empty without validation)
+    history: dict[str, list[list[float]]] = field(default_factory=dict)   # name -> [[step, value], ...]
+    checkpoint: Path | None = None
+    state_file: Path | None = None
+    seconds: float = 0.0
+    reason: str = ""
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
+
+
+def _check(model: nn.Module, data: SliceSet) -> None:
+    cfg = model.config
+    if cfg.num_classes != data.model_classes:
+        found = 1 if cfg.num_classes == 1 else cfg.num_classes - 1
+        raise ValueError(
+            f"the model predicts {found} class(es) but the data has {data.num_classes} "
+            f"({', '.join(data.class_names[1:])}): select matching classes, or start a new model for these classes"
+        )
+    if cfg.in_channels != data.images.shape[1]:
+        raise ValueError(f"the model takes {cfg.in_channels} channel(s), the data has {data.images.shape[1]}: "
+                         "preprocess with Preprocessing(channels=...) matching the model")
+
+
+def _card(model: nn.Module, card: Any, data: SliceSet) -> Any:
+    from ..checkpoint import ModelCard, default_card
+
+    base = card if card is not None else getattr(model, "card", None)
+    new = ModelCard(**asdict(base)) if base is not None else default_card(model)
+    new.classes = list(data.class_names)
+    new.preprocessing = data.prep.to_dict()
+    return new
+
+
+def fit(
+    model: nn.Module,
+    train_set: SliceSet,
+    val_set: SliceSet | None = None,
+    config: TrainConfig | None = None,
+    cancel: Any = None,
+    *,
+    out: str | Path | None = None,
+    card: Any = None,
+    resume: TrainState | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> Generator[Progress | Metric | Log | Done | Cancelled | Failed, None, TrainResult]:
+    """Train ``model`` in place on ``train_set``; see the module docstring for the event protocol.
+
+    ``out``: checkpoint path, written atomically (best weights by validation IoU) with the training state
+    next to it (``*.train-state.safetensors``) for ``resume``. ``card`` (default: the model's own) is the
+    base of the new card; ``provenance`` is added to its ``training`` section.
+    """
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    _check(model, train_set)
+    ctx = setup(config.device)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    model.to(ctx.device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    names, params, previous = select_trainable(model, config.train)
+    optimizer = make_optimizer(config, params)
+    total = config.total_steps(len(train_set), ctx.world_size)
+    loss_fn = make_loss(model.config.num_classes)
+    order = BatchOrder(len(train_set), config.batch_size, ctx, config.seed)
+    per_epoch = config.steps_per_epoch(len(train_set), ctx.world_size)
+    val_every = config.val_every or per_epoch
+    out = Path(out) if out is not None else None
+    state_file = state_path_for(out) if out is not None else None
+    history: dict[str, list[list[float]]] = {"loss": [], "lr": [], "val_iou": [], "val_dice": []}
+    best: dict[str, Any] = {"val_iou": -math.inf, "step": None}
+    best_weights: dict[str, torch.Tensor] | None = None
+    step = 0
+    if resume is not None:
+        step, history, best = resume.step, {**history, **resume.history}, {**best, **resume.best}
+        if best.get("val_iou") is None:
+            best["val_iou"] = -math.inf
+        if best.get("step") is not None:
+            best_weights = _snapshot(model)  # the checkpoint resumed from holds the best weights so far
+        restore(resume, model, optimizer, names)
+    new_card = _card(model, card, train_set)
+    net: nn.Module = Net(model, config.train)
+    if ctx.distributed:
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+    status, reason = "done", ""
+    saved: Path | None = None
+    yield Log(f"training {len(names)} tensors ({sum(p.numel() for p in params):,} parameters, "
+              f"{'decoder + head' if config.train == 'decoder' else 'all but the frozen LLM layer'}) on "
+              f"{train_set.describe()}; {total} steps × batch {config.batch_size}"
+              f"{f' × {ctx.world_size} processes' if ctx.distributed else ''} on {ctx.device}")
+
+    train_cache = val_cache = None
+    try:
+        if config.cache_features:
+            versions = config.aug_versions if config.augment else 1
+            per_item = cache_bytes_per_item(model, train_set.size)
+            n_items = len(train_set) + (len(val_set) if val_set is not None else 0)
+            versions = max(1, min(versions, int(config.cache_budget_mb * 2**20 // max(1, per_item * len(train_set)))))
+            if per_item * n_items <= config.cache_budget_mb * 2**20:
+                train_cache = yield from build_feature_cache(model, train_set, versions=versions, seed=config.seed,
+                                                             device=ctx.device, cancel=cancel)
+                if val_set is not None and train_cache is not None:
+                    val_cache = yield from build_feature_cache(model, val_set, versions=1, device=ctx.device,
+                                                               cancel=cancel)
+                if train_cache is not None:
+                    yield Log(f"cached encoder features of {len(train_set)} item(s) × {train_cache.versions} "
+                              f"version(s) in {time.perf_counter() - started:.1f} s")
+            else:
+                yield Log("too many items to cache their features within the cache budget: computing them each step")
+            if any_rank(is_cancelled(cancel), ctx):
+                status = "cancelled"
+        if config.crop and train_cache is None and status == "done":
+            yield Log("crops need cached features; training on whole images")
+
+        epoch_loss, epoch_n, epoch_start = 0.0, 0, time.perf_counter()
+        while status == "done" and step < total:
+            if any_rank(is_cancelled(cancel), ctx):
+                status = "cancelled"
+                break
+            lr = config.lr_at(step, total)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            set_modes(model, config.train)
+            buffers = [(b, b.detach().clone()) for n, b in model.named_buffers() if not n.startswith(FROZEN_PREFIX)]
+            loss = train_step(net, loss_fn, optimizer, config, ctx, step, order.indices(step), train_set, train_cache)
+            loss = float(all_reduce_sum(torch.tensor([loss], device=ctx.device), ctx).item()) / ctx.world_size
+            if not math.isfinite(loss):
+                with torch.no_grad():  # undo the BatchNorm statistics of the bad batch too
+                    for b, saved_b in buffers:
+                        b.copy_(saved_b)
+                status, reason = "failed", (f"the loss became {loss} at step {step + 1}: lower the learning rate "
+                                            f"(now {config.lr:g}) or check the labels; the last good weights are kept")
+                break
+            optimizer.step()
+            step += 1
+            history["loss"].append([step, loss])
+            history["lr"].append([step, lr])
+            epoch_loss, epoch_n = epoch_loss + loss, epoch_n + 1
+            yield Metric(step, "loss", loss)
+            yield Metric(step, "lr", lr)
+            yield Progress(step, total, f"step {step}/{total} loss {loss:.4f}")
+            if step % val_every == 0 or step == total:
+                line = f"step {step}/{total} (epoch {order.epoch_of(step - 1) + 1}): loss {epoch_loss / max(1, epoch_n):.4f}"
+                if val_set is not None and len(val_set):
+                    m = validate(model, val_set, ctx, val_cache, channels_last=config.channels_last)
+                    history["val_iou"].append([step, m["val_iou"]])
+                    history["val_dice"].append([step, m["val_dice"]])
+                    yield Metric(step, "val_iou", m["val_iou"])
+                    yield Metric(step, "val_dice", m["val_dice"])
+                    if m["val_iou"] > best["val_iou"]:
+                        best = {**m, "step": step}
+                        best_weights = _snapshot(model)
+                        if out is not None and ctx.is_main:
+                            saved = _save(out, model, new_card, config, train_set, val_set, best, step, total,
+                                          started, provenance, ctx)
+                    line += f", val IoU {m['val_iou']:.4f}, val Dice {m['val_dice']:.4f} (best IoU {best['val_iou']:.4f} at step {best['step']})"
+                if out is not None and ctx.is_main:
+                    save_state(state_file, model, optimizer, step=step, config=config.to_dict(), param_names=names,
+                               best=_finite(best), history=history)
+                yield Log(f"{line}, {time.perf_counter() - epoch_start:.1f} s")
+                epoch_loss, epoch_n, epoch_start = 0.0, 0, time.perf_counter()
+    except BaseException:
+        ctx.close()
+        raise
+    finally:
+        for n, p in model.named_parameters():
+            p.requires_grad_(previous.get(n, p.requires_grad))
+        model.eval()
+
+    if out is not None and ctx.is_main and step > 0:
+        if status != "failed":
+            save_state(state_file, model, optimizer, step=step, config=config.to_dict(), param_names=names,
+                       best=_finite(best), history=history)
+    if best_weights is not None:
+        model.load_state_dict(best_weights, strict=False)
+    if out is not None and ctx.is_main and step > 0 and (val_set is None or best_weights is not None):
+        # rewritten at the end so that the card records the whole run (steps, time), with the best weights
+        saved = _save(out, model, new_card, config, train_set, val_set, best, step, total, started, provenance, ctx)
+    model.card = new_card
+    metrics = {k: v for k, v in best.items() if k.startswith("val_")} if best["step"] is not None else {}
+    result = TrainResult(model=model, status=status, steps=step, total_steps=total, best_step=best["step"],
+                         metrics=metrics, history=history, checkpoint=saved,
+                         state_file=state_file if out is not None and ctx.is_main and step > 0 else None,
+                         seconds=time.perf_counter() - started, reason=reason)
+    ctx.close()
+    if status == "failed":
+        yield Failed(reason)
+    elif status == "cancelled":
+        yield Log(f"cancelled after {step} step(s); keeping the {'best' if best['step'] else 'last'} weights")
+        yield Cancelled(result)
+    else:
+        yield Done(result)
+    return result
+
+
+def _finite(best: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in best.items()}
+
+
+def _save(out: Path, model: nn.Module, card: Any, config: TrainConfig, train_set: SliceSet,
+          val_set: SliceSet | None, best: dict[str, Any], step: int, total: int, started: float,
+          provenance: dict[str, Any] | None, ctx: DistContext) -> Path:
+    from ..checkpoint import save_checkpoint
+
+    card.training = {
+        **(provenance or {}),
+        "preset": config.preset, "config": config.to_dict(), "steps": step, "total_steps": total,
+        "best_step": best.get("step"), "train_items": len(train_set),
+        "val_items": len(val_set) if val_set is not None else 0,
+        "train_sources": len(set(train_set.groups)), "world_size": ctx.world_size, "device": str(ctx.device),
+        "seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,
+        "state_file": state_path_for(out).name,
+    }
+    card.metrics = {k: v for k, v in _finite(best).items() if k.startswith("val_") and v is not None}
+    was = model.training
+    model.eval()
+    try:
+        return save_checkpoint(out, model, card)
+    finally:
+        model.train(was)
