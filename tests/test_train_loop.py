@@ -173,6 +173,9 @@ def test_quick_preset_trains_only_the_decoder_on_cached_features(data):
     result, events = run(model, train, val, TrainConfig.quick(steps=8, crop=16, val_every=4, augment=True))
     assert result.status == "done"
     assert any(isinstance(e, Log) and "× 4 version(s)" in e.text for e in events)
+    # without a checkpoint path the new card still records what was done (for "save as…" later)
+    assert model.card.training["steps"] == 8 and model.card.training["preset"] == "quick"
+    assert model.card.metrics["val_iou"] == result.metrics["val_iou"]
     after = model.state_dict()
     encoder = [k for k in before if k.split(".")[0] in ("stem", "encoder1", "encoder5", "booster")]
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)  # incl. BatchNorm statistics

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generator
 
 import numpy as np
@@ -15,7 +15,12 @@ import torch
 
 from .device import resolve_device
 from .events import Cancelled, Done, JobCancelled, Progress, is_cancelled, run_to_end
-from .preprocess import Preprocessing, from_model_output, intensity_range, logits_to_labels, logits_to_probs, to_model_input
+from .fastpath import fast_model
+from .preprocess import (
+    Preprocessing, from_model_output, intensity_range, logits_to_labels, logits_to_probs, model_hw, to_model_input,
+)
+
+CPU_BATCH = 4
 
 __all__ = ["SegmentationResult", "iter_segment", "segment", "image_layout", "resolve_device", "default_batch_size"]
 
@@ -31,6 +36,8 @@ class SegmentationResult:
     seconds: float
     z_range: tuple[int, int] | None = None
     layout: str = "2d"
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (setup/preprocess/model/postprocess)
+    batch_size: int = 0
 
 
 def image_layout(image: np.ndarray, volume: bool | None = None) -> str:
@@ -52,12 +59,16 @@ def image_layout(image: np.ndarray, volume: bool | None = None) -> str:
 
 
 def default_batch_size(device: torch.device, hw: tuple[int, int], channels: int = 1) -> int:
-    """Slices per batch: small on CPU (batching does not pay there; keeps cancel responsive), by free memory on GPU."""
+    """Slices per batch. CPU: 4 (larger batches do not pay there and keep cancel responsive).
+
+    CUDA: from free memory, assuming ~220 float32 feature maps of the slice's model size per slice
+    (measured peak of the fused network is lower; the OOM back-off in ``iter_segment`` covers the rest).
+    """
     if device.type != "cuda":
-        return 4
+        return CPU_BATCH
     free, _ = torch.cuda.mem_get_info(device)
-    per_slice = hw[0] * hw[1] * 4 * 16 * 12  # ~12 feature maps of 16+ channels at full size, fp32 worst case
-    return int(max(1, min(128, 0.5 * free // per_slice)))
+    per_slice = hw[0] * hw[1] * 4 * 220 + hw[0] * hw[1] * 4 * (channels + 2)
+    return int(max(1, min(256, 0.6 * free // per_slice)))
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -65,6 +76,14 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
+
+
+def _write_labels(logits: torch.Tensor, out: np.ndarray) -> None:
+    """Labels of (N, K, H, W) logits straight into the preallocated uint8 slab ``out`` (N, H, W)."""
+    if logits.device.type == "cpu" and logits.shape[1] == 1:
+        torch.gt(logits[:, 0], 0, out=torch.from_numpy(out).view(torch.bool))
+        return
+    torch.from_numpy(out).copy_(logits_to_labels(logits))
 
 
 def iter_segment(
@@ -78,11 +97,13 @@ def iter_segment(
     prep: Preprocessing | None = None,
     cancel: Any = None,
     return_probs: bool = False,
+    fast: bool = True,
 ) -> Generator[Progress | Done | Cancelled, None, SegmentationResult | None]:
     """Segment ``image`` with ``model``; see the module docstring for the event protocol.
 
     ``z_range`` (start, stop) limits a volume to those slices (the rest stays 0). ``window`` overrides the
-    card's CT window (level, width). ``prep`` overrides the card's preprocessing.
+    card's CT window (level, width). ``prep`` overrides the card's preprocessing. ``fast`` runs the fused
+    inference copy of the network (``llm4seg.fastpath``; same logits within ~1e-5).
     """
     started = time.perf_counter()
     image = np.asarray(image)
@@ -98,13 +119,15 @@ def iter_segment(
     hw = tuple(stack.shape[1:3])
     lo, hi = intensity_range(stack[z0:z1], prep, window)
     device = next(model.parameters()).device
-    batch = batch_size or default_batch_size(device, hw, prep.channels)
+    batch = batch_size or default_batch_size(device, model_hw(hw, prep), prep.channels)
     labels = np.zeros((n,) + hw, dtype=np.uint8)
     probs = None
     if return_probs:
         shape = (n,) + hw if model.config.num_classes == 1 else (model.config.num_classes, n) + hw
         probs = np.zeros(shape, dtype=np.float32)
     model.eval()
+    net = fast_model(model) if fast else model
+    timings = {"setup": time.perf_counter() - started, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
     z = z0
     yield Progress(0, z1 - z0, "segmenting")
     while z < z1:
@@ -114,21 +137,31 @@ def iter_segment(
         stop = min(z1, z + batch)
         try:
             with torch.inference_mode(), _autocast(device):
+                t0 = time.perf_counter()
                 x = to_model_input(stack[z:stop], prep, lo, hi, device)
-                logits = from_model_output(model(x).float(), hw, prep)
-                labels[z:stop] = logits_to_labels(logits).cpu().numpy()
+                t1 = time.perf_counter()
+                out = net(x).float()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                t2 = time.perf_counter()
+                logits = from_model_output(out, hw, prep)
+                _write_labels(logits, labels[z:stop])
                 if probs is not None:
                     p = logits_to_probs(logits).cpu().numpy()
                     if p.ndim == 3:
                         probs[z:stop] = p
                     else:
                         probs[:, z:stop] = p.transpose(1, 0, 2, 3)
+                t3 = time.perf_counter()
         except torch.cuda.OutOfMemoryError:
             if batch == 1:
                 raise
             batch = max(1, batch // 2)
+            x = out = logits = None  # drop references before freeing the cache
             torch.cuda.empty_cache()
             continue
+        for key, dt in (("preprocess", t1 - t0), ("model", t2 - t1), ("postprocess", t3 - t2)):
+            timings[key] += dt
         z = stop
         yield Progress(z - z0, z1 - z0, f"slice {z}/{z1}" if layout.startswith("3d") else "segmenting")
     if layout.startswith("2d"):
@@ -142,6 +175,8 @@ def iter_segment(
         seconds=time.perf_counter() - started,
         z_range=None if layout.startswith("2d") else (z0, z1),
         layout=layout,
+        timings=timings,
+        batch_size=batch,
     )
     yield Done(result)
     return result

@@ -115,11 +115,15 @@ def to_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
     return x.expand(-1, 3, -1, -1)
 
 
-def normalise(x: torch.Tensor, lo: float, hi: float, prep: Preprocessing) -> torch.Tensor:
-    """Map [lo, hi] to [0, 1] (clipped; NaN/inf → 0), then standardise with the card's mean/std."""
-    x = torch.nan_to_num(x, nan=lo, posinf=hi, neginf=lo)
-    x = ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)
-    return (x - prep.mean) / prep.std
+def normalise(x: torch.Tensor, lo: float, hi: float, prep: Preprocessing, *, finite: bool = False) -> torch.Tensor:
+    """Map [lo, hi] to [0, 1] (clipped; NaN/inf → 0), then standardise with the card's mean/std.
+
+    ``finite=True`` skips the NaN/inf pass (integer sources cannot hold them). Returns a new tensor.
+    """
+    if not finite:
+        x = torch.nan_to_num(x, nan=lo, posinf=hi, neginf=lo)
+    x = x.sub(lo).div_(hi - lo).clamp_(0.0, 1.0)
+    return x.sub_(prep.mean).div_(prep.std)
 
 
 def model_hw(hw: tuple[int, int], prep: Preprocessing) -> tuple[int, int]:
@@ -140,8 +144,12 @@ def to_model_input(
     x = torch.as_tensor(np.ascontiguousarray(slices)) if isinstance(slices, np.ndarray) else slices
     if x.dtype == torch.bool:
         x = x.to(torch.uint8)
+    finite = not (x.is_floating_point() or x.is_complex())
+    device = torch.device(device)
+    if device.type == "cuda" and x.device.type == "cpu":
+        x = x.pin_memory()  # raw dtype (int16 for CT) crosses the bus; the float work happens on the device
     x = x.to(device, non_blocking=True).float()
-    x = normalise(to_channels(x, prep.channels), lo, hi, prep)
+    x = normalise(to_channels(x, prep.channels), lo, hi, prep, finite=finite)
     h, w = x.shape[-2:]
     th, tw = model_hw((h, w), prep)
     if prep.size is not None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,9 +35,14 @@ class LayerWeights:
         return tensors_sha256(self.tensors)
 
 
+# transformers' lazy module is not thread-safe on first import: two GUI workers importing at once can fail
+_IMPORT_LOCK = threading.Lock()
+
+
 def config_class(arch: str):
     """``LlamaConfig`` or ``Qwen2Config``."""
-    from transformers import LlamaConfig, Qwen2Config
+    with _IMPORT_LOCK:
+        from transformers import LlamaConfig, Qwen2Config
 
     if arch == "llama":
         return LlamaConfig
@@ -47,15 +53,17 @@ def config_class(arch: str):
 
 
 def _layer_class(arch: str):
-    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
-    from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
+    with _IMPORT_LOCK:
+        from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+        from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
     return LlamaDecoderLayer if arch == "llama" else Qwen2DecoderLayer
 
 
 def _rotary_class(arch: str):
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-    from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
+    with _IMPORT_LOCK:
+        from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+        from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
     return LlamaRotaryEmbedding if arch == "llama" else Qwen2RotaryEmbedding
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .config import PRESETS, TrainConfig
 from .data import NothingToLearn, SliceSet, build_slices, from_arrays, load_dataset, split
+from .evaluation import evaluate, iter_evaluate
 from .loop import TrainResult, fit
 from .losses import BCEDiceLoss, CEDiceLoss, make_loss
 from .metrics import MetricAccumulator, confusion_counts, evaluate_labels, hd95, scores
@@ -16,7 +17,7 @@ from .state import TrainState, load_state, save_state, state_path_for
 
 __all__ = [
     "BCEDiceLoss", "CEDiceLoss", "MetricAccumulator", "NothingToLearn", "PRESETS", "SliceSet", "Source",
-    "TrainConfig", "TrainResult", "TrainState", "build_slices", "confusion_counts", "evaluate_labels",
-    "find_sources", "fit", "from_arrays", "hd95", "load_dataset", "load_state", "make_loss", "parse_classes",
+    "TrainConfig", "TrainResult", "TrainState", "build_slices", "confusion_counts", "evaluate", "evaluate_labels",
+    "find_sources", "fit", "from_arrays", "hd95", "iter_evaluate", "load_dataset", "load_state", "make_loss", "parse_classes",
     "save_state", "scores", "sources_from_arrays", "split", "state_path_for",
 ]

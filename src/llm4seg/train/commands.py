@@ -49,7 +49,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="flips/rot90 (default: on for the paper preset, off for quick)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="seed of the split, initialisation and batches (default 0, "
+                   "or the resumed run's)")
     p.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out checkpoint")
     p.add_argument("--json", action="store_true", help="print a JSON summary at the end")
@@ -165,6 +166,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model, state, base = None, None, None
     if args.resume:
         state = load_state(state_path_for(args.resume))
+    args.seed = args.seed if args.seed is not None else int(state.config.get("seed", 0)) if state else 0
+    if args.resume:
         model = load_checkpoint(args.resume, device="cpu")
     elif args.init:
         from ..models import load_model

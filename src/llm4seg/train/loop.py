@@ -221,9 +221,11 @@ def fit(
                        best=_finite(best), history=history)
     if best_weights is not None:
         model.load_state_dict(best_weights, strict=False)
-    if out is not None and ctx.is_main and step > 0 and (val_set is None or best_weights is not None):
+    if step > 0 and (val_set is None or best_weights is not None):
         # rewritten at the end so that the card records the whole run (steps, time), with the best weights
-        saved = _save(out, model, new_card, config, train_set, val_set, best, step, total, started, provenance, ctx)
+        written = _save(out if ctx.is_main else None, model, new_card, config, train_set, val_set, best, step,
+                        total, started, provenance, ctx)
+        saved = written or saved
     model.card = new_card
     metrics = {k: v for k, v in best.items() if k.startswith("val_")} if best["step"] is not None else {}
     result = TrainResult(model=model, status=status, steps=step, total_steps=total, best_step=best["step"],
@@ -245,9 +247,10 @@ def _finite(best: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in best.items()}
 
 
-def _save(out: Path, model: nn.Module, card: Any, config: TrainConfig, train_set: SliceSet,
+def _save(out: Path | None, model: nn.Module, card: Any, config: TrainConfig, train_set: SliceSet,
           val_set: SliceSet | None, best: dict[str, Any], step: int, total: int, started: float,
-          provenance: dict[str, Any] | None, ctx: DistContext) -> Path:
+          provenance: dict[str, Any] | None, ctx: DistContext) -> Path | None:
+    """Fill the card's provenance and metrics; write the checkpoint when ``out`` is given."""
     from ..checkpoint import save_checkpoint
 
     card.training = {
@@ -257,9 +260,11 @@ def _save(out: Path, model: nn.Module, card: Any, config: TrainConfig, train_set
         "val_items": len(val_set) if val_set is not None else 0,
         "train_sources": len(set(train_set.groups)), "world_size": ctx.world_size, "device": str(ctx.device),
         "seconds": round(time.perf_counter() - started, 1), "torch": torch.__version__,
-        "state_file": state_path_for(out).name,
+        "state_file": state_path_for(out).name if out is not None else None,
     }
     card.metrics = {k: v for k, v in _finite(best).items() if k.startswith("val_") and v is not None}
+    if out is None:
+        return None
     was = model.training
     model.eval()
     try:

@@ -1,0 +1,41 @@
+"""What the Fine-tune widget runs in a worker thread (Qt-free): a snapshot of the labels and the job itself."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Generator
+
+import numpy as np
+
+from llm4seg.events import CancelToken, Log
+from llm4seg.finetune import FinetuneOutcome, TrainingPair, finetune, finetuned_card, summarise
+from llm4seg.models import DEFAULT_NAME
+from llm4seg.train import NothingToLearn, TrainConfig
+
+from . import _workers
+
+
+def snapshot_labels(labels: Any) -> np.ndarray:
+    """A copy of a label array (uint8 when the values fit): training reads it while the user may paint on."""
+    copy_ = np.array(labels, copy=True)
+    if copy_.dtype.itemsize > 1 and copy_.size and 0 <= copy_.min() and copy_.max() < 256:
+        copy_ = copy_.astype(np.uint8)
+    return copy_
+
+
+def finetune_job(base: Any, base_name: str, pairs: list[TrainingPair], z_range: tuple[int, int] | None,
+                 config: TrainConfig, val_fraction: float, window: tuple[float, float] | None,
+                 cancel: CancelToken) -> Generator[Any, None, FinetuneOutcome | None]:
+    """Load the default model when there is no base, check the pairs against its classes, fine-tune a copy."""
+    if base is None:
+        yield Log(f"loading the {DEFAULT_NAME} checkpoint")
+        base = _workers.load_job(DEFAULT_NAME)
+    plan = summarise(pairs, base.card.classes, z_range=z_range)
+    if not plan.ok:
+        raise NothingToLearn(plan.reason())
+    prep = base.card.preprocess
+    if window is not None:  # the CT window chosen in the Segment widget
+        prep = replace(prep, window=window)
+    outcome = yield from finetune(base, plan, config, prep=prep, val_fraction=val_fraction, cancel=cancel)
+    if outcome is not None:
+        outcome.model.card = finetuned_card(outcome, base=base_name)
+    return outcome

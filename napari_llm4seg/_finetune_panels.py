@@ -1,0 +1,201 @@
+"""Control groups of the Fine-tune widget: training options, the run bar (progress, ETA) and the result."""
+from __future__ import annotations
+
+from typing import Any
+
+from qtpy.QtCore import QEvent, QObject, QSize, Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from llm4seg.finetune import PRESET_NAMES, preset_config
+from llm4seg.train import TrainConfig
+
+PARTS = (("decoder", "decoder + head (fast)"), ("all", "whole network (but the LLM layer)"))
+PRESET_TIPS = {
+    "quick": "quick: ~100 steps, only the decoder and head train, on encoder features computed once "
+             "(about a minute on a laptop CPU at 256²).",
+    "thorough": "thorough: 400 steps of the whole network (the frozen LLM layer excepted): slower, adapts more.",
+}
+WARN_STYLE = "color: #ffb000; font-weight: bold;"
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    box = QWidget()
+    lay = QHBoxLayout(box)
+    lay.setContentsMargins(0, 0, 0, 0)
+    for w in widgets:
+        lay.addWidget(w)
+    return box
+
+
+class VerticalScroll(QScrollArea):
+    """Scrolls ``content`` vertically only; asks for the width the content needs (the dock follows)."""
+
+    def __init__(self, content: QWidget, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidgetResizable(True)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setWidget(content)
+        content.installEventFilter(self)
+
+    def _width(self, inner: QSize) -> int:
+        return inner.width() + self.verticalScrollBar().sizeHint().width() + 2 * self.frameWidth()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        hint = super().minimumSizeHint()
+        return QSize(self._width(self.widget().minimumSizeHint()), hint.height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
+        return QSize(self._width(self.widget().sizeHint()), super().sizeHint().height())
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()  # the content's needs changed: let the dock resize
+        return super().eventFilter(obj, event)
+
+
+class OptionsPanel(QGroupBox):
+    """Preset, steps, learning rate, what trains, augmentation and the validation fraction."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Training", parent)
+        form = QFormLayout(self)
+        self.preset = QComboBox()
+        for name in PRESET_NAMES:
+            self.preset.addItem(name, name)
+        self.preset.setToolTip("Starting values for the options below.\n" + "\n".join(PRESET_TIPS.values()))
+        self.preset.currentIndexChanged.connect(lambda *_: self.apply_preset())
+        self.base = QLabel("")
+        self.base.setWordWrap(True)
+        self.base.setToolTip("Fine-tuning starts from the model loaded in the LLM4Seg: Segment widget (the default "
+                             "checkpoint when that widget is not open). That model stays in use until 'Use now'.")
+        form.addRow("Starts from", self.base)
+        form.addRow("Preset", self.preset)
+        self.steps = QSpinBox(minimum=1, maximum=100_000, singleStep=10)
+        self.steps.setToolTip("Optimiser steps (batches of 4 slices) to train for.")
+        self.lr = QDoubleSpinBox(minimum=1e-6, maximum=1.0, decimals=6, singleStep=1e-4)
+        self.lr.setToolTip("Peak learning rate (AdamW, with warm-up and cosine decay). Lower it if the loss jumps "
+                           "or becomes NaN.")
+        form.addRow("Steps", self.steps)
+        form.addRow("Learning rate", self.lr)
+        self.part = QComboBox()
+        for key, text in PARTS:
+            self.part.addItem(text, key)
+        self.part.setToolTip("What trains. Decoder + head: encoder features are computed once, so steps are fast. "
+                             "Whole network: every layer but the frozen LLM layer (slower, needs more labels).")
+        form.addRow("Train", self.part)
+        self.augment = QCheckBox("flips and 90° rotations")
+        self.augment.setChecked(True)
+        self.augment.setToolTip("Augment the training slices with random flips and 90° rotations. Turn off for "
+                                "data whose orientation matters (e.g. left/right organs).")
+        form.addRow("Augmentation", self.augment)
+        self.val = QDoubleSpinBox(minimum=0.0, maximum=0.5, decimals=2, singleStep=0.05, value=0.2)
+        self.val.setToolTip("Fraction of the pairs (of the slices, with a single volume) held out to measure Dice "
+                            "while training; at least one when there are two or more. The best weights by "
+                            "validation IoU are kept; without validation, the last ones.")
+        form.addRow("Validation", self.val)
+        self.apply_preset()
+
+    def apply_preset(self) -> None:
+        """Fill steps, learning rate and what trains from the chosen preset."""
+        cfg = preset_config(self.preset.currentData())
+        self.steps.setValue(int(cfg.steps or 100))
+        self.lr.setValue(cfg.lr)
+        self.part.setCurrentIndex(max(0, self.part.findData(cfg.train)))
+        self.preset.setToolTip(PRESET_TIPS[self.preset.currentData()])
+
+    def config(self) -> TrainConfig:
+        """The training configuration for the current options (validation about 8 times per run)."""
+        steps, part = int(self.steps.value()), str(self.part.currentData())
+        base = preset_config(self.preset.currentData()).to_dict()
+        if part != base["train"]:  # e.g. "quick" on the whole network: no cached features, no crops
+            base.update(train=part, cache_features=part == "decoder", crop=base["crop"] if part == "decoder" else None)
+        base.update(steps=steps, lr=float(self.lr.value()), augment=self.augment.isChecked(),
+                    val_every=max(1, round(steps / 8)))
+        return TrainConfig.from_dict(base)
+
+    def values(self) -> dict[str, Any]:
+        return {"preset": self.preset.currentData(), "steps": self.steps.value(), "lr": self.lr.value(),
+                "part": self.part.currentData(), "augment": self.augment.isChecked(), "val": self.val.value()}
+
+    def set_values(self, v: dict[str, Any]) -> None:
+        self.preset.blockSignals(True)
+        self.preset.setCurrentIndex(max(0, self.preset.findData(v["preset"])))
+        self.preset.blockSignals(False)
+        self.steps.setValue(v["steps"])
+        self.lr.setValue(v["lr"])
+        self.part.setCurrentIndex(max(0, self.part.findData(v["part"])))
+        self.augment.setChecked(v["augment"])
+        self.val.setValue(v["val"])
+
+
+class RunPanel(QWidget):
+    """Fine-tune / Cancel, the progress bar with the ETA, and a status line."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        self.run_button = QPushButton("Fine-tune")
+        self.run_button.setToolTip("Train a copy of the Segment widget's model on the pairs above, in the background.")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop after the current step; the best (or last) weights so far are kept "
+                                      "and offered.")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setFormat("%v / %m")
+        self.progress_bar.setToolTip("Training steps done (or items whose features are being cached).")
+        self.eta = QLabel("")
+        self.eta.setToolTip("Speed and estimated time left, from the steps so far.")
+        lay.addWidget(_row(self.run_button, self.cancel_button))
+        lay.addWidget(_row(self.progress_bar, self.eta))
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setToolTip("What fine-tuning did last.")
+        lay.addWidget(self.status)
+
+    def set_progress(self, done: int, total: int, fmt: str = "%v / %m") -> None:
+        bar = self.progress_bar
+        bar.setUpdatesEnabled(False)
+        bar.setFormat(fmt)
+        bar.setRange(0, max(1, total))
+        bar.setValue(done)
+        bar.setUpdatesEnabled(True)
+
+    def set_status(self, text: str, problem: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet(WARN_STYLE if problem else "")
+
+
+class ResultPanel(QGroupBox):
+    """The fine-tuned weights on offer: what they are, "Use now" and "Save as…"."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("Fine-tuned model", parent)
+        lay = QVBoxLayout(self)
+        self.info = QLabel("No fine-tuned weights yet.")
+        self.info.setWordWrap(True)
+        self.info.setToolTip("The weights the last run kept: best by validation IoU, or the last ones.")
+        self.use_button = QPushButton("Use now")
+        self.use_button.setToolTip("Hand these weights to the LLM4Seg: Segment widget; segmenting again uses them. "
+                                   "Until then the previous model stays in use.")
+        self.save_button = QPushButton("Save as…")
+        self.save_button.setToolTip("Write a checkpoint (.safetensors) with the training provenance: base checkpoint, "
+                                    "pairs, slices, steps and validation metrics.")
+        lay.addWidget(self.info)
+        lay.addWidget(_row(self.use_button, self.save_button))

@@ -1,0 +1,403 @@
+"""The "LLM4Seg: Fine-tune" dock widget: adapt the Segment widget's model to a few labelled images or slices.
+
+Training runs ``llm4seg.finetune.finetune`` (a generator of ``llm4seg.events``) in a napari worker thread on a
+copy of the model; the GUI thread only updates the progress, the ETA and the live plot. The labels layers are
+only read (a copy is taken when a run starts). The new weights are offered when the run ends: "Use now" hands
+them to the Segment widget, "Save as…" writes a checkpoint with the provenance in its card.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QApplication, QFileDialog, QVBoxLayout, QWidget
+
+from llm4seg.events import CancelToken, Failed, Log, Metric, Progress
+from llm4seg.finetune import NO_VALIDATION, FinetuneOutcome, PairPlan, TrainingPair, summarise
+from llm4seg.models import DEFAULT_NAME, default_entry
+from llm4seg.train import NothingToLearn
+
+from . import _workers
+from ._finetune_job import finetune_job, snapshot_labels
+from ._finetune_pairs import PairsPanel
+from ._finetune_panels import OptionsPanel, ResultPanel, RunPanel, VerticalScroll
+from ._finetune_plot import TrainingPlot
+from ._layers import unwrap
+from ._segment_widget import SegmentWidget
+from ._settings import WidgetSettings
+
+PLUGIN, SEGMENT_WIDGET = "napari-llm4seg", "LLM4Seg: Segment"
+
+
+def find_segment_widget(viewer: Any) -> SegmentWidget | None:
+    """The LLM4Seg: Segment widget docked in ``viewer`` (a visible one first), or None."""
+    found = []
+    for widget in QApplication.allWidgets():
+        if isinstance(widget, SegmentWidget):
+            try:
+                if widget.viewer is viewer:
+                    found.append(widget)
+            except RuntimeError:  # deleted on the C++ side
+                continue
+    found.sort(key=lambda w: not w.isVisible())
+    return found[0] if found else None
+
+
+def _default_classes() -> list[str] | None:
+    """Classes of the shipped default checkpoint (header only), or None when unknown until it is loaded."""
+    from llm4seg.checkpoint import read_card
+
+    entry = default_entry()
+    try:
+        return list(read_card(entry.path).classes) if entry is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class _Run:
+    cancel: CancelToken = field(default_factory=CancelToken)
+    total: int = 0
+    t0: float | None = None  # time of the first training step (the ETA ignores feature caching)
+    d0: int = 0
+    failed: str = ""
+
+
+class FineTuneWidget(QWidget):
+    """Fine-tune the Segment widget's model on (image, labels) layer pairs of the viewer."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = unwrap(napari_viewer)
+        self.settings = WidgetSettings("finetune")
+        self.outcome: FinetuneOutcome | None = None
+        self.saved_path: Path | None = None
+        self._job: Any = None
+        self._save_job: Any = None
+        self._run: _Run | None = None
+        self._handover: tuple[Any, Any, str] | None = None
+        self._default_classes: list[str] | None | bool = False  # False: not looked up yet
+        self._shown_classes: list[str] | None = None
+        self._build()
+        self._restore()
+        self.refresh()
+
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        inner = QWidget()
+        outer.addWidget(VerticalScroll(inner))  # the dock may be shorter than the controls
+        lay = QVBoxLayout(inner)
+        self.pairs_panel = PairsPanel(self.viewer)
+        self.options = OptionsPanel()
+        self.bar = RunPanel()
+        self.plot = TrainingPlot()
+        self.result_panel = ResultPanel()
+        for w in (self.pairs_panel, self.options, self.bar, self.plot, self.result_panel):
+            lay.addWidget(w)
+        lay.addStretch(1)
+        self.setMaximumWidth(560)
+        self.run_button, self.cancel_button = self.bar.run_button, self.bar.cancel_button
+        self.use_button, self.save_button = self.result_panel.use_button, self.result_panel.save_button
+        self.run_button.clicked.connect(lambda: self.run())
+        self.cancel_button.clicked.connect(self.cancel)
+        self.use_button.clicked.connect(lambda: self.use_now())
+        self.save_button.clicked.connect(lambda: self.save_as())
+        self.pairs_panel.changed.connect(self.refresh)
+        self.pairs_panel.mode.currentIndexChanged.connect(
+            lambda *_: self.settings.set("slices", self.pairs_panel.mode.currentData()))
+        for signal in (self.options.preset.currentIndexChanged, self.options.steps.valueChanged,
+                       self.options.lr.valueChanged, self.options.part.currentIndexChanged,
+                       self.options.augment.toggled, self.options.val.valueChanged):
+            signal.connect(self._store_options)
+        self._update_buttons()
+
+    def _restore(self) -> None:
+        s, o = self.settings, self.options
+        defaults = o.values()
+        values = {k: s.get(f"options/{k}", v) for k, v in defaults.items()}
+        if values["preset"] not in ("quick", "thorough") or values["part"] not in ("decoder", "all"):
+            values = defaults
+        o.set_values(values)
+        mode = self.pairs_panel.mode
+        mode.setCurrentIndex(max(0, mode.findData(s.get("slices", "labelled"))))
+
+    def _store_options(self, *_: Any) -> None:
+        for key, value in self.options.values().items():
+            self.settings.set(f"options/{key}", value)
+
+    # --- base model and summary ------------------------------------------------------------------------
+    def base_model(self) -> tuple[Any, str, SegmentWidget | None]:
+        """(model or None, its name, the Segment widget): the Segment widget's model, else the default (None:
+        loaded when training starts)."""
+        seg = find_segment_widget(self.viewer)
+        if seg is not None and seg.model is not None:
+            return seg.model, seg.model_name, seg
+        return None, DEFAULT_NAME, seg
+
+    def _classes(self, model: Any) -> list[str] | None:
+        if model is not None:
+            return list(model.card.classes)
+        if self._default_classes is False:
+            self._default_classes = _default_classes()
+        return self._default_classes or None  # type: ignore[return-value]
+
+    def plan(self) -> PairPlan:
+        """What a run would train on now (reads the layers; nothing is copied). Never raises: a pair that
+        cannot be read becomes a problem of the plan."""
+        model, _, _ = self.base_model()
+        classes = self._classes(model)
+        try:
+            return summarise(self.pairs_panel.training_pairs(), classes, z_range=self.pairs_panel.z_range())
+        except Exception as exc:  # noqa: BLE001 - e.g. layer data that cannot be read as an array
+            return PairPlan(classes or [], problems=[f"the pairs cannot be read ({type(exc).__name__}: {exc})"])
+
+    def _show_base(self) -> list[str] | None:
+        """Show which model fine-tuning starts from; return its classes (None: not known yet)."""
+        model, name, seg = self.base_model()
+        if model is not None:
+            self.options.base.setText(f"{model.card.name} ({Path(name).name})")
+        else:
+            loading = seg is not None and seg.busy
+            self.options.base.setText(f"{DEFAULT_NAME} checkpoint" + (" (the Segment widget is still loading)"
+                                                                     if loading else ""))
+        return self._classes(model)
+
+    def refresh(self) -> None:
+        """Update the base-model line and the summary of the pairs."""
+        self._shown_classes = self._show_base()
+        plan = self.plan()
+        if plan.ok:
+            notes = f" ({'; '.join(plan.notes)})" if plan.notes else ""
+            self.pairs_panel.show_summary(f"Will train on {plan.describe()}{notes}.")
+        else:
+            self.pairs_panel.show_summary(f"⚠ Nothing to learn from: {plan.reason()}.", problem=True)
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        self.refresh()  # the Segment widget may have loaded another model meanwhile
+        super().showEvent(event)
+
+    def enterEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        if not self.busy and self._show_base() != self._shown_classes:  # another model: re-check the pairs
+            self.refresh()
+        super().enterEvent(event)
+
+    # --- running ---------------------------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while training or saving."""
+        return self._job is not None or self._save_job is not None
+
+    def run(self) -> bool:
+        """Start fine-tuning; False (with a message) when there is nothing to learn from or it is busy."""
+        if self.busy:
+            return False
+        model, name, seg = self.base_model()
+        if model is None and seg is not None and seg.busy:
+            return self._refuse("the Segment widget is still loading its checkpoint; try again when it is ready")
+        plan = self.plan()
+        if not plan.ok:
+            return self._refuse(plan.reason())
+        pairs = [TrainingPair(p.image, snapshot_labels(p.labels), p.name, p.rgb) for p in plan.pairs]
+        config = self.options.config()
+        # train where the Segment widget runs (auto: CUDA > MPS > CPU), on the CPU when that is unavailable
+        device, note = _workers.pick_device(seg.model_panel.device.currentText() if seg is not None else "auto")
+        if note:
+            show_warning(f"LLM4Seg fine-tune: {note}")
+        config = config.replace(device=str(device))
+        window = seg.input_panel.window_value() if seg is not None else None
+        self._run = run = _Run(total=config.steps or 0)
+        self.plot.clear()
+        self.plot.set_total(run.total)
+        self.bar.set_progress(0, run.total)
+        self.bar.eta.setText("")
+        self.bar.set_status(f"Preparing {plan.describe()}…")
+        self.destroyed.connect(run.cancel.cancel)
+        unfreeze = partial(_workers.unfreeze_gc, _workers.freeze_gc())
+        self._job = _workers.start(
+            finetune_job, model, name, pairs, self.pairs_panel.z_range(), config, float(self.options.val.value()),
+            window, run.cancel, connect={"yielded": self._on_event, "returned": self._on_done,
+                                         "errored": self._on_error, "finished": [self._on_finished, unfreeze]})
+        self._update_buttons()
+        return True
+
+    def _refuse(self, reason: str) -> bool:
+        show_warning(f"LLM4Seg fine-tune: nothing to learn from: {reason}.")
+        self.bar.set_status(f"Not started: {reason}.", problem=True)
+        return False
+
+    def cancel(self) -> None:
+        """Stop after the current step (the weights so far are kept)."""
+        if self._run is not None:
+            self._run.cancel.cancel()
+            self.bar.set_status("Cancelling after the current step…")
+            self.cancel_button.setEnabled(False)
+
+    def _on_event(self, event: Any) -> None:
+        run = self._run
+        if run is None:
+            return
+        if isinstance(event, Metric):
+            self.plot.add(event.name, event.step, event.value)
+        elif isinstance(event, Progress):
+            if event.message.startswith("caching"):
+                self.bar.set_progress(event.done, event.total, "caching features %v / %m")
+                return
+            self.bar.set_progress(event.done, event.total)
+            now = time.perf_counter()
+            if run.t0 is None:
+                run.t0, run.d0 = now, event.done
+            elif event.done > run.d0:
+                rate = (event.done - run.d0) / max(1e-9, now - run.t0)
+                left = (event.total - event.done) / rate
+                speed = f"{rate:.2f}" if rate < 10 else f"{rate:.0f}"
+                self.bar.eta.setText(f"{speed} steps/s · ETA {int(left // 60)}:{int(left % 60):02d}")
+            self.bar.set_status(event.message)
+        elif isinstance(event, Log):
+            if event.text == NO_VALIDATION:
+                show_info(f"LLM4Seg fine-tune: {NO_VALIDATION}.")
+                self.plot.show_no_validation(True)
+            self.bar.set_status(event.text)
+        elif isinstance(event, Failed):
+            run.failed = event.reason
+
+    def _on_done(self, outcome: FinetuneOutcome | None) -> None:
+        run = self._run
+        failed = run.failed if run is not None else ""
+        if outcome is None or outcome.result.steps == 0:
+            if failed:
+                show_error(f"LLM4Seg fine-tune: {failed}")
+                self.bar.set_status(failed, problem=True)
+                return
+            self.bar.set_status("Fine-tuning cancelled before the first step: the model is unchanged.")
+            show_info("LLM4Seg fine-tune cancelled before the first step; nothing changed.")
+            return
+        r = outcome.result
+        self.outcome, self.saved_path = outcome, None
+        metrics = ", ".join(f"{label} {r.metrics[key]:.3f}" for key, label in (("val_dice", "val Dice"),
+                                                                                ("val_iou", "val IoU")) if key in r.metrics)
+        kept = f"the best (step {r.best_step})" if r.best_step else "the last"
+        what = {"done": "Fine-tuned", "cancelled": "Cancelled after", "failed": "Stopped after"}[r.status]
+        n = outcome.train_items + outcome.val_items
+        text = f"{what} {r.steps}/{r.total_steps} steps in {r.seconds:.0f} s{'; ' + metrics if metrics else ''}."
+        self.result_panel.info.setText(
+            f"{text} Trained on {outcome.train_items} of {n} slice(s), {outcome.val_items} held out for validation; "
+            f"{kept} weights are kept. The Segment widget keeps its model until 'Use now'.")
+        if failed:
+            show_error(f"LLM4Seg fine-tune: {failed}")
+            self.bar.set_status(failed, problem=True)
+        else:
+            self.bar.set_status(f"{text} The new weights are offered below.")
+            show_info(f"LLM4Seg: {text}")
+
+    def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, NothingToLearn):
+            self._refuse(str(exc))
+            return
+        oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+        hint = " Use fewer pairs, the quick preset, or free memory." if oom else ""
+        show_error(f"LLM4Seg fine-tuning failed ({type(exc).__name__}): {exc}.{hint}")
+        self.bar.set_status(f"Fine-tuning failed: {exc}.{hint}", problem=True)
+
+    def _on_finished(self) -> None:
+        run, self._run, self._job = self._run, None, None
+        if run is not None:
+            self.destroyed.disconnect(run.cancel.cancel)
+        self.bar.eta.setText("")
+        self._update_buttons()
+
+    # --- the result ---------------------------------------------------------------------------------------
+    def _result_name(self) -> str:
+        if self.saved_path is not None:
+            return str(self.saved_path)
+        return f"fine-tuned {self.outcome.model.card.name}" if self.outcome is not None else ""
+
+    def use_now(self) -> bool:
+        """Hand the fine-tuned weights to the Segment widget (docking one if needed)."""
+        if self.outcome is None or self._job is not None:
+            return False
+        seg = find_segment_widget(self.viewer)
+        if seg is None:
+            _, seg = self.viewer.window.add_plugin_dock_widget(PLUGIN, SEGMENT_WIDGET)
+        self._handover = (seg, self.outcome.model, self._result_name())
+        self.bar.set_status("Handing the weights to the Segment widget when it is idle…")
+        self._try_handover()
+        return True
+
+    def _try_handover(self) -> None:
+        if self._handover is None:
+            return
+        seg, model, name = self._handover
+        try:
+            if seg.busy:  # loading its own checkpoint or segmenting: hand over when it is done
+                QTimer.singleShot(200, self._try_handover)
+                return
+            seg.set_model(model, name)
+        except RuntimeError:  # the Segment widget was closed meanwhile
+            self._handover = None
+            return
+        self._handover = None
+        self.bar.set_status(f"The Segment widget now uses {model.card.name}: segment again to see its masks.")
+        self.refresh()
+
+    def save_as(self, path: str | None = None) -> bool:
+        """Ask for a file and write the fine-tuned checkpoint (atomically, in a worker thread)."""
+        if self.outcome is None or self.busy:
+            return False
+        if path is None:
+            start = Path(self.settings.get("last_dir", str(Path.home()))) / f"{self.outcome.model.card.name}.safetensors"
+            path, _ = QFileDialog.getSaveFileName(self, "Save the fine-tuned checkpoint", str(start),
+                                                  "LLM4Seg checkpoints (*.safetensors)")
+            if not path:
+                return False
+        target = Path(path)
+        if not target.name.endswith(".safetensors"):
+            target = target.with_name(target.name + ".safetensors")
+        self.settings.set("last_dir", str(target.parent))
+        from llm4seg.checkpoint import save_checkpoint
+
+        card = copy.deepcopy(self.outcome.model.card)
+        self.bar.set_status(f"Saving {target.name}…")
+        self._save_job = _workers.start(save_checkpoint, target, self.outcome.model, card, connect={
+            "returned": self._on_saved, "errored": self._on_save_error, "finished": self._on_save_finished})
+        self._update_buttons()
+        return True
+
+    def _on_saved(self, path: Path) -> None:
+        self.saved_path = Path(path)
+        self.bar.set_status(f"Saved {path} (open it in the Segment widget with Browse…).")
+        show_info(f"LLM4Seg: fine-tuned checkpoint saved to {path}")
+
+    def _on_save_error(self, exc: BaseException) -> None:
+        show_error(f"LLM4Seg could not save the checkpoint: {exc}")
+        self.bar.set_status(f"Saving failed: {exc}", problem=True)
+
+    def _on_save_finished(self) -> None:
+        self._save_job = None
+        self._update_buttons()
+
+    # --- state -----------------------------------------------------------------------------------------
+    def _update_buttons(self) -> None:
+        training = self._job is not None
+        self.run_button.setEnabled(not self.busy)
+        self.cancel_button.setEnabled(training)
+        self.pairs_panel.setEnabled(not training)
+        self.options.setEnabled(not training)
+        has = self.outcome is not None and not self.busy
+        self.use_button.setEnabled(has)
+        self.save_button.setEnabled(has)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        """Stop a running job and detach from the viewer."""
+        if self._run is not None:
+            self._run.cancel.cancel()
+        self._handover = None
+        self.pairs_panel.detach()
+        self.settings.sync()
+        super().closeEvent(event)

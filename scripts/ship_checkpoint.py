@@ -1,0 +1,88 @@
+"""Ship a trained checkpoint: choose the frozen layer's storage dtype by measurement, write the file, its
+Markdown model card and its registry entry (sha256) into ``src/llm4seg/weights/``.
+
+    python scripts/ship_checkpoint.py runs/busi-lesion.safetensors --name busi-lesion --task "..." [--default]
+        [--images sample_data/busi/images] [--tolerance 0.01]
+
+The frozen layer is stored in the smallest dtype (bfloat16, float16, float32 — tried in that order of size
+and precision) whose foreground probabilities on the check images stay within ``--tolerance`` of the float32
+model's, and whose masks agree (Dice ≥ 0.99).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from llm4seg.cardtext import card_markdown  # noqa: E402
+from llm4seg.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from llm4seg.infer import segment  # noqa: E402
+from llm4seg.io import read_image  # noqa: E402
+from llm4seg.models import WEIGHTS_DIR, file_sha256  # noqa: E402
+
+
+def check_images(folder: Path) -> list[np.ndarray]:
+    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".nii", ".gz"))
+    return [read_image(p).array for p in paths]
+
+
+def compare(ref, other, images) -> tuple[float, float]:
+    worst_prob, worst_dice = 0.0, 1.0
+    for img in images:
+        a, b = segment(img, ref, return_probs=True), segment(img, other, return_probs=True)
+        worst_prob = max(worst_prob, float(np.abs(a.probs - b.probs).max()))
+        inter, total = np.logical_and(a.labels, b.labels).sum(), a.labels.astype(bool).sum() + b.labels.astype(bool).sum()
+        worst_dice = min(worst_dice, float(2 * inter / total) if total else 1.0)
+    return worst_prob, worst_dice
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("checkpoint", type=Path)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--description", default="")
+    ap.add_argument("--default", action="store_true", help="make this the 'default' model")
+    ap.add_argument("--images", type=Path, default=ROOT / "sample_data" / "busi" / "images")
+    ap.add_argument("--tolerance", type=float, default=0.01)
+    args = ap.parse_args(argv)
+
+    ref = load_checkpoint(args.checkpoint, device="cpu")
+    ref.card.name = args.name
+    if args.description:
+        ref.card.description = args.description
+    images = check_images(args.images)
+    chosen, report = None, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in ("bfloat16", "float16", "float32"):
+            path = save_checkpoint(Path(tmp) / f"{dtype}.safetensors", ref, ref.card, llm_dtype=dtype)
+            prob, agree = compare(ref, load_checkpoint(path, device="cpu"), images)
+            report[dtype] = {"max_prob_diff": prob, "min_mask_dice": agree, "bytes": path.stat().st_size}
+            print(f"{dtype:9s} {path.stat().st_size / 1e6:6.1f} MB  max |Δp| {prob:.2e}  mask Dice ≥ {agree:.4f}")
+            if chosen is None and prob <= args.tolerance and agree >= 0.99:
+                chosen = dtype
+    ref.card.training = {**ref.card.training, "shipped_llm_dtype": chosen, "dtype_check": report}
+    out = save_checkpoint(WEIGHTS_DIR / f"{args.name}.safetensors", ref, ref.card, llm_dtype=chosen)
+    (WEIGHTS_DIR / f"{args.name}.md").write_text(card_markdown(ref.card))
+    registry_path = WEIGHTS_DIR / "registry.json"
+    registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {"models": []}
+    entries = [e for e in registry["models"] if e["name"] != args.name]
+    if args.default:
+        for e in entries:
+            e["default"] = False
+    entries.append({"name": args.name, "file": out.name, "sha256": file_sha256(out), "task": args.task,
+                    "default": bool(args.default)})
+    registry_path.write_text(json.dumps({"models": entries}, indent=2) + "\n")
+    print(f"shipped {out} ({out.stat().st_size / 1e6:.1f} MB, frozen layer {chosen})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

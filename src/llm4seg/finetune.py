@@ -1,0 +1,258 @@
+"""Fine-tuning a loaded model on a few labelled images or slices (what the napari Fine-tune widget runs).
+
+Qt-free: the widget, scripts and tests use the same calls.
+
+    pairs = [TrainingPair(image, labels, name="ct")]
+    plan = summarise(pairs, model.card.classes)            # what it would train on, or why it can't
+    config = preset_config("quick", steps=50)
+    outcome = run_to_end(finetune(model, plan, config))     # a trained copy; ``model`` is unchanged
+    save_checkpoint("mine.safetensors", outcome.model, finetuned_card(outcome, base="default"))
+
+``finetune`` trains a *copy* of the model (the original stays usable while it runs) and never writes to
+the label arrays it is given.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Generator, Sequence
+
+import numpy as np
+import torch
+
+from .checkpoint import ModelCard
+from .events import Log, is_cancelled
+from .preprocess import Preprocessing
+from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
+
+__all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "preset_config", "summarise",
+           "finetune", "finetuned_card", "NO_VALIDATION", "DEFAULT_SIZE"]
+
+PRESET_NAMES = ("quick", "thorough")
+DEFAULT_SIZE = 256  # training input size when the checkpoint segments at native size (size=None)
+NO_VALIDATION = ("only one labelled image/slice: no validation is possible, so the last weights are kept "
+                 "(label a second image or slice to measure Dice while training)")
+
+
+def preset_config(name: str, **overrides: Any) -> TrainConfig:
+    """``quick``: decoder + head on cached encoder features (TrainConfig.quick, ~100 steps, about a minute on a
+    CPU). ``thorough``: the whole network except the frozen LLM layer, 400 AdamW steps with a cosine decay."""
+    if name == "quick":
+        return TrainConfig.quick(**overrides)
+    if name == "thorough":
+        base = dict(preset="thorough", steps=400, batch_size=4, optimizer="adamw", lr=3e-4, weight_decay=1e-4,
+                    schedule="cosine", warmup_steps=10, train="all", augment=True, val_every=50)
+        return TrainConfig(**{**base, **overrides})
+    raise ValueError(f"unknown fine-tuning preset {name!r}: choose one of {PRESET_NAMES}")
+
+
+@dataclass
+class TrainingPair:
+    """An image and its label map (0 = background, k = class k). ``rgb``: the image's last axis is colour.
+
+    2D labels (H, W) pair with a 2D image; 3D labels (Z, H, W) with a volume, trained slice by slice."""
+
+    image: Any
+    labels: Any
+    name: str = ""
+    rgb: bool = False
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        shape = tuple(int(s) for s in np.shape(self.image))
+        return shape[:-1] if self.rgb else shape
+
+
+@dataclass
+class PairPlan:
+    """What fine-tuning would train on: the usable pairs and their slices, the pixels per class, and the
+    problems that block it (empty when it can run) or notes about skipped pairs."""
+
+    class_names: list[str]
+    pairs: list[TrainingPair] = field(default_factory=list)
+    slices: list[list[int]] = field(default_factory=list)    # z indices per usable pair ([0] for 2D)
+    pixels: dict[str, int] = field(default_factory=dict)     # per class, over the used slices (native size)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    z_range: tuple[int, int] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and bool(self.pairs)
+
+    @property
+    def n_slices(self) -> int:
+        return sum(len(s) for s in self.slices)
+
+    def describe(self) -> str:
+        """One line: pairs, slices and pixels per class."""
+        if not self.pairs:
+            return "nothing to train on"
+        fg = ", ".join(f"{name} {self.pixels.get(name, 0):,}" for name in self.class_names[1:])
+        n, s = len(self.pairs), self.n_slices
+        return f"{n} pair{'s' * (n != 1)}, {s} slice{'s' * (s != 1)}; labelled pixels: {fg}"
+
+    def reason(self) -> str:
+        """Why nothing can be trained (empty when it can)."""
+        if self.problems:
+            return "; ".join(self.problems)
+        if not self.pairs:
+            return "no labelled image to learn from: paint labels in a Labels layer paired with an image"
+        return ""
+
+
+def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, *,
+              z_range: tuple[int, int] | None = None) -> PairPlan:
+    """Check ``pairs`` against the model's ``class_names`` and count what would be trained on.
+
+    Volumes use the slices that contain labels, or every slice of ``z_range`` (start, stop exclusive) when
+    given; 2D pairs without any label are skipped (noted). Label values above the model's classes, shape
+    mismatches and non-integer labels are problems. ``class_names`` None (model not known yet) accepts any
+    value and names them ``class k``. Reads the arrays only.
+    """
+    plan = PairPlan(list(class_names or []), z_range=z_range)
+    n_fg = len(class_names) - 1 if class_names is not None else None
+    total = np.zeros(1, dtype=np.int64)
+    if not pairs:
+        plan.problems.append("no training pair: add an (image, labels) pair")
+    for pair in pairs:
+        labels = np.asarray(pair.labels)
+        name = pair.name or "pair"
+        if labels.dtype.kind not in "uib":
+            plan.problems.append(f"{name}: labels must be integers, got {labels.dtype}")
+            continue
+        if tuple(labels.shape) != pair.spatial_shape:
+            plan.problems.append(f"{name}: labels of shape {' × '.join(map(str, labels.shape))} do not match the "
+                                 f"image's {' × '.join(map(str, pair.spatial_shape))}")
+            continue
+        if labels.ndim not in (2, 3):
+            plan.problems.append(f"{name}: {labels.ndim}D labels; fine-tuning takes 2D images or Z×H×W volumes")
+            continue
+        stack = labels if labels.ndim == 3 else labels[None]
+        if z_range is not None and labels.ndim == 3:
+            zs = list(range(max(0, z_range[0]), min(len(stack), z_range[1])))
+        else:
+            zs = np.flatnonzero(stack.reshape(len(stack), -1).any(axis=1)).tolist()
+        if not zs:
+            plan.notes.append(f"{name}: no labels{' in the z-range' if z_range and labels.ndim == 3 else ''}, skipped")
+            continue
+        used = stack[zs]
+        if used.dtype.kind == "i" and int(used.min()) < 0:
+            plan.problems.append(f"{name}: negative label values; use 0 for background and 1.. for classes")
+            continue
+        counts = np.bincount(used.ravel().astype(np.int64, copy=False))
+        if n_fg is not None and len(counts) > n_fg + 1 and counts[n_fg + 1:].any():
+            found = [int(v) for v in np.flatnonzero(counts[n_fg + 1:]) + n_fg + 1]
+            known = ", ".join(f"{i} = {c}" for i, c in enumerate(plan.class_names[1:], 1))
+            plan.problems.append(f"{name}: label value{'s' * (len(found) > 1)} {', '.join(map(str, found[:5]))} "
+                                 f"but the model knows {n_fg} class{'es' * (n_fg != 1)} ({known})")
+            continue
+        if len(counts) > len(total):
+            total = np.pad(total, (0, len(counts) - len(total)))
+        total[:len(counts)] += counts
+        plan.pairs.append(pair)
+        plan.slices.append([int(z) for z in zs] if labels.ndim == 3 else [0])
+    if class_names is None:
+        plan.class_names = ["background"] + [f"class {k}" for k in range(1, max(2, len(total)))]
+    total = np.pad(total, (0, max(0, len(plan.class_names) - len(total))))
+    plan.pixels = {c: int(total[i]) for i, c in enumerate(plan.class_names)}
+    if plan.pairs and not plan.problems and not total[1:].any():
+        plan.problems.append("the chosen slices contain no labelled object: paint at least one object of a class")
+    return plan
+
+
+@dataclass
+class FinetuneOutcome:
+    """A finished (or cancelled / stopped) fine-tuning: the trained copy, the loop's result and what it used."""
+
+    result: TrainResult
+    base_card: ModelCard | None
+    pairs: int
+    slices: int
+    train_items: int
+    val_items: int
+    pixels: dict[str, int]
+    config: TrainConfig
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.result.model
+
+
+def _slice_set(plan: PairPlan, prep: Preprocessing, cancel: Any) -> SliceSet:
+    sources = sources_from_arrays([(p.image, p.labels) for p in plan.pairs],
+                                  names=[p.name or f"pair{i}" for i, p in enumerate(plan.pairs)], only_labelled=False)
+    for src, zs in zip(sources, plan.slices):
+        if src.volume:
+            src.slices = zs  # exactly the slices the plan counted
+    return build_slices(sources, prep, plan.class_names, cancel=cancel)
+
+
+def finetune(
+    model: torch.nn.Module,
+    plan: PairPlan,
+    config: TrainConfig,
+    *,
+    prep: Preprocessing | None = None,
+    val_fraction: float = 0.2,
+    cancel: Any = None,
+) -> Generator[Any, None, FinetuneOutcome | None]:
+    """Train a copy of ``model`` on ``plan`` (see :func:`summarise`); yields the events of
+    :func:`llm4seg.train.fit` (plus ``Log`` lines) and returns the outcome, or None when cancelled before
+    training started. ``prep`` defaults to the model card's preprocessing (at 256² when it has no size).
+    Raises ``NothingToLearn`` when the plan has nothing usable."""
+    if not plan.ok:
+        raise NothingToLearn(plan.reason() or "nothing to learn from")
+    base_card = getattr(model, "card", None)
+    if prep is None:
+        prep = base_card.preprocess if base_card is not None else Preprocessing(channels=model.config.in_channels)
+    if prep.size is None:
+        prep = replace(prep, size=DEFAULT_SIZE)
+    yield Log(f"preparing {plan.describe()} at {prep.size}²")
+    trained = copy.deepcopy(model)  # the caller's model stays as it is (and usable) while this one trains
+    try:
+        data = _slice_set(plan, prep, cancel)
+    except NothingToLearn:
+        if is_cancelled(cancel):
+            return None
+        raise
+    if is_cancelled(cancel):
+        return None
+    train_set, val_set = split(data, val_fraction, seed=config.seed)
+    if val_set is None and val_fraction > 0:
+        yield Log(NO_VALIDATION if len(data) < 2 else "no validation set: the last weights are kept")
+    result = yield from fit(trained, train_set, val_set, config, cancel)
+    return FinetuneOutcome(result, base_card, len(plan.pairs), plan.n_slices, len(train_set),
+                           len(val_set) if val_set is not None else 0, dict(plan.pixels), config)
+
+
+def finetuned_card(outcome: FinetuneOutcome, base: str = "", name: str | None = None) -> ModelCard:
+    """A new card for the fine-tuned weights: the base card's classes/preprocessing as trained, with the
+    provenance (base checkpoint, pairs, slices, steps, settings) in ``training`` and the validation
+    metrics of the returned weights in ``metrics``."""
+    trained = getattr(outcome.model, "card", None) or outcome.base_card or ModelCard()
+    card = ModelCard(**copy.deepcopy(asdict(trained)))
+    base_card = outcome.base_card
+    base_name = base_card.name if base_card is not None else "llm4seg-model"
+    card.name = name or f"{base_name}-finetuned"
+    r = outcome.result
+    card.description = (f"{base_name} fine-tuned on {outcome.pairs} labelled image(s)/volume(s), "
+                        f"{outcome.slices} slice(s), {r.steps} step(s)")
+    card.created = ""
+    loss = r.history.get("loss") or []
+    card.training = {
+        "kind": "fine-tune",
+        "base_checkpoint": base,
+        "base_name": base_name,
+        "base_training": dict(base_card.training) if base_card is not None else {},
+        "pairs": outcome.pairs, "slices": outcome.slices,
+        "train_items": outcome.train_items, "val_items": outcome.val_items,
+        "pixels": dict(outcome.pixels),
+        "preset": outcome.config.preset, "config": outcome.config.to_dict(),
+        "steps": r.steps, "total_steps": r.total_steps, "best_step": r.best_step, "status": r.status,
+        "seconds": round(r.seconds, 1), "torch": torch.__version__,
+    }
+    card.metrics = {k: v for k, v in r.metrics.items() if v is not None}
+    if loss:
+        card.metrics["final_train_loss"] = float(loss[-1][1])
+    return card

@@ -1,0 +1,242 @@
+"""The "LLM4Seg: Fine-tune" widget in a real napari viewer (pytest-qt; run under xvfb)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+pytest.importorskip("pyqtgraph")
+
+from napari.utils.notifications import notification_manager  # noqa: E402
+from qtpy.QtCore import QSettings, Qt  # noqa: E402
+from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QFileDialog, QListWidget  # noqa: E402
+
+from _factories import disk_image, tiny_model  # noqa: E402
+from _widget_models import ct_volume  # noqa: E402
+from llm4seg.checkpoint import ModelCard, load_checkpoint, read_card  # noqa: E402
+from llm4seg.preprocess import Preprocessing  # noqa: E402
+from napari_llm4seg import _workers  # noqa: E402
+from napari_llm4seg._finetune_widget import FineTuneWidget, find_segment_widget  # noqa: E402
+from napari_llm4seg._segment_widget import SegmentWidget  # noqa: E402
+
+TIMEOUT = 60_000
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path):
+    """Settings in a temporary folder; one torch thread (tiny models, 2-core machines)."""
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path / "settings"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def notes():
+    start = len(notification_manager.records)
+    return lambda: [(str(n.severity), str(n.message)) for n in notification_manager.records[start:]]
+
+
+def small_model(seed: int = 0, classes: tuple[str, ...] = ("background", "lesion")):
+    """A tiny LLM4Seg (no LLM layer) whose card trains and segments at 32²."""
+    model = tiny_model(seed=seed, num_classes=1 if len(classes) == 2 else len(classes))
+    model.card = ModelCard(name=f"tiny{seed}", classes=list(classes), model=model.config.to_dict(),
+                           preprocessing=Preprocessing(size=32).to_dict(), training={"data": "none"})
+    return model.eval()
+
+
+@pytest.fixture
+def make_widgets(make_napari_viewer, monkeypatch, qtbot):
+    """A viewer with the Segment widget (holding ``model``) and the Fine-tune widget docked."""
+
+    def factory(model=None, segment=True):
+        model = model if model is not None else small_model()
+        monkeypatch.setattr(_workers, "load_job", lambda name: model)
+        viewer = make_napari_viewer()
+        seg = None
+        if segment:
+            seg = SegmentWidget(viewer)
+            viewer.window.add_dock_widget(seg, name="LLM4Seg: Segment")
+            qtbot.waitUntil(lambda: not seg.busy and seg.model is model, timeout=TIMEOUT)
+        ft = FineTuneWidget(viewer)
+        viewer.window.add_dock_widget(ft, name="LLM4Seg: Fine-tune")
+        return viewer, seg, ft
+
+    return factory
+
+
+def add_pairs(viewer, n: int = 3, size: int = 48) -> list:
+    layers = []
+    for i in range(n):
+        img, mask = disk_image(size, size, seed=i)
+        viewer.add_image(img, name=f"img{i}")
+        layers.append(viewer.add_labels(mask, name=f"img{i} labels"))
+    return layers
+
+
+def set_steps(ft, steps: int, preset: str = "thorough") -> None:
+    ft.options.preset.setCurrentIndex(ft.options.preset.findData(preset))
+    ft.options.steps.setValue(steps)
+
+
+def train(qtbot, ft) -> None:
+    assert ft.run()
+    assert not ft.run_button.isEnabled() and ft.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: not ft.busy, timeout=TIMEOUT)
+    assert ft.run_button.isEnabled() and not ft.cancel_button.isEnabled()
+
+
+def test_default_pairs_add_remove_and_summary(make_widgets):
+    viewer, _, ft = make_widgets()
+    add_pairs(viewer, 2)
+    other = viewer.add_image(np.zeros((20, 30), np.uint8), name="other")
+    pairs = ft.pairs_panel.pairs()
+    assert [(im.name, lab.name) for im, lab in pairs] == [("img0", "img0 labels"), ("img1", "img1 labels")]
+    text = ft.pairs_panel.summary.text()
+    assert "2 pairs, 2 slices" in text and "lesion" in text
+    ft.pairs_panel.list.setCurrentRow(0)
+    ft.pairs_panel.remove_selected()
+    assert [lab.name for _, lab in ft.pairs_panel.pairs()] == ["img1 labels"]
+    assert "1 pair, 1 slice" in ft.pairs_panel.summary.text()
+    ft.pairs_panel.add_pair(viewer.layers["img0"], viewer.layers["img0 labels"])
+    assert len(ft.pairs_panel.pairs()) == 2
+    ft.pairs_panel.add_pair(other, viewer.layers["img0 labels"])  # shape mismatch
+    ft.refresh()
+    assert "do not match" in ft.pairs_panel.summary.text()
+    viewer.layers.remove("other")
+    assert len(ft.pairs_panel.pairs()) == 2 and "Will train on 2 pairs" in ft.pairs_panel.summary.text()
+
+
+def test_volume_uses_labelled_slices_or_a_z_range(make_widgets):
+    viewer, _, ft = make_widgets()
+    vol, mask = ct_volume(z=8, h=32, w=32)
+    labels = np.zeros_like(mask)
+    labels[2], labels[5] = mask[2], mask[5]
+    viewer.add_image(vol, name="ct")
+    viewer.add_labels(labels, name="ct labels")
+    plan = ft.plan()
+    assert plan.ok and plan.slices == [[2, 5]] and plan.pixels["lesion"] == 2 * int(mask[0].sum())
+    panel = ft.pairs_panel
+    panel.mode.setCurrentIndex(panel.mode.findData("range"))
+    panel.z0.setValue(1)
+    panel.z1.setValue(3)
+    assert ft.plan().slices == [[1, 2, 3]] and "3 slices" in panel.summary.text()
+
+
+def test_run_plot_use_now_save_as_labels_untouched(make_widgets, qtbot, tmp_path, monkeypatch, notes):
+    viewer, seg, ft = make_widgets()
+    layers = add_pairs(viewer, 3)
+    before = [layer.data.copy() for layer in layers]
+    data_ids = [id(layer.data) for layer in layers]
+    base = seg.model
+    base_weights = {k: v.clone() for k, v in base.state_dict().items()}
+    set_steps(ft, 5)
+    train(qtbot, ft)
+    assert len(ft.plot.points["loss"][0]) == 5 and len(ft.plot.points["val_dice"][0]) >= 1
+    assert ft.plot.points["loss"][0] == [1.0, 2.0, 3.0, 4.0, 5.0]
+    outcome = ft.outcome
+    assert outcome is not None and outcome.result.status == "done" and outcome.result.steps == 5
+    assert outcome.pairs == 3 and outcome.val_items == 1 and "val Dice" in ft.result_panel.info.text()
+    assert ft.use_button.isEnabled() and ft.save_button.isEnabled()
+    # the labels layers are never modified, and the previous model stays in use until "Use now"
+    for layer, data, ident in zip(layers, before, data_ids):
+        assert id(layer.data) == ident and np.array_equal(layer.data, data)
+    assert seg.model is base and all(torch.equal(v, base_weights[k]) for k, v in base.state_dict().items())
+    assert not any(sev == "error" for sev, _ in notes())
+
+    assert ft.use_now()
+    assert seg.model is outcome.model and seg.model is not base
+    assert "tiny0-finetuned" in seg.model_panel.card.text()
+
+    path = tmp_path / "mine"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(path), "")))
+    assert ft.save_as()
+    qtbot.waitUntil(lambda: not ft.busy, timeout=TIMEOUT)
+    saved = tmp_path / "mine.safetensors"
+    assert saved.is_file() and ft.saved_path == saved
+    card = read_card(saved)
+    assert card.training["base_checkpoint"] == "default" and card.training["base_name"] == "tiny0"
+    assert card.training["pairs"] == 3 and card.training["slices"] == 3 and card.training["steps"] == 5
+    assert "val_dice" in card.metrics and card.classes == ["background", "lesion"]
+    loaded = load_checkpoint(saved, device="cpu")
+    for k, v in outcome.model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k].cpu(), v.cpu()), k
+    assert not list(tmp_path.glob(".mine*.tmp"))  # atomic: no temp file left
+    assert ft.settings.get("last_dir", "") == str(tmp_path)
+
+
+def test_cancel_stops_and_keeps_weights(make_widgets, qtbot, notes):
+    viewer, seg, ft = make_widgets()
+    add_pairs(viewer, 2)
+    set_steps(ft, 5000)
+    assert ft.run()
+    qtbot.waitUntil(lambda: len(ft.plot.points["loss"][0]) >= 2, timeout=TIMEOUT)
+    qtbot.mouseClick(ft.cancel_button, Qt.MouseButton.LeftButton)
+    assert not ft.cancel_button.isEnabled()
+    qtbot.waitUntil(lambda: not ft.busy, timeout=TIMEOUT)
+    assert ft.run_button.isEnabled() and not ft.cancel_button.isEnabled() and ft.options.isEnabled()
+    result = ft.outcome.result
+    assert result.status == "cancelled" and 2 <= result.steps < 5000
+    assert len(ft.plot.points["loss"][0]) <= result.steps + 1  # stopped within one step
+    assert "Cancelled after" in ft.result_panel.info.text() and ft.use_button.isEnabled()
+    assert not any(sev == "error" for sev, _ in notes())
+
+
+def test_nothing_to_learn_is_refused_with_a_message(make_widgets, notes):
+    viewer, seg, ft = make_widgets()
+    img, mask = disk_image(48, 48)
+    viewer.add_image(img, name="img")
+    lab = viewer.add_labels(np.zeros_like(mask), name="img labels")
+    assert not ft.run() and ft._job is None
+    assert "Nothing to learn" in ft.pairs_panel.summary.text()
+    assert "nothing to learn from" in notes()[-1][1] and notes()[-1][0] == "warning"
+    assert "Not started" in ft.bar.status.text() and ft.run_button.isEnabled()
+    lab.data = np.where(mask > 0, 2, 0).astype(np.uint8)  # a class the binary model does not have
+    assert not ft.run()
+    assert "label value 2" in notes()[-1][1] and "1 class" in notes()[-1][1]
+    viewer.layers.remove("img labels")
+    assert not ft.run() and "no training pair" in ft.bar.status.text()
+
+
+def test_single_pair_says_no_validation_and_trains(make_widgets, qtbot, notes):
+    viewer, seg, ft = make_widgets()
+    add_pairs(viewer, 1)
+    set_steps(ft, 3)
+    train(qtbot, ft)
+    assert any("no validation is possible" in msg for _, msg in notes())
+    assert ft.outcome.result.status == "done" and ft.outcome.val_items == 0
+    assert len(ft.plot.points["loss"][0]) == 3 and not ft.plot.points["val_dice"][0]
+
+
+def test_without_segment_widget_uses_default_and_docks_one(make_widgets, qtbot):
+    model = small_model(seed=1)
+    viewer, _, ft = make_widgets(model, segment=False)
+    assert find_segment_widget(viewer) is None and "default" in ft.options.base.text()
+    add_pairs(viewer, 2)
+    set_steps(ft, 2, preset="quick")  # decoder only, cached features
+    train(qtbot, ft)
+    assert ft.outcome.result.steps == 2 and ft.outcome.config.train == "decoder"
+    assert ft.outcome.model is not model
+    assert ft.use_now()
+    qtbot.waitUntil(lambda: find_segment_widget(viewer) is not None, timeout=TIMEOUT)
+    seg = find_segment_widget(viewer)
+    qtbot.waitUntil(lambda: seg.model is ft.outcome.model, timeout=TIMEOUT)
+
+
+def test_settings_remembered_and_tooltips(make_widgets, make_napari_viewer):
+    viewer, _, ft = make_widgets()
+    ft.options.preset.setCurrentIndex(ft.options.preset.findData("thorough"))
+    ft.options.steps.setValue(123)
+    ft.options.augment.setChecked(False)
+    ft.options.val.setValue(0.3)
+    ft.close()
+    again = FineTuneWidget(make_napari_viewer())
+    v = again.options.values()
+    assert (v["preset"], v["steps"], v["augment"], v["val"], v["part"]) == ("thorough", 123, False, 0.3, "all")
+    controls = [w for kind in (QAbstractButton, QComboBox, QAbstractSpinBox, QListWidget)
+                for w in again.findChildren(kind)]
+    assert controls and all(w.toolTip() for w in controls), [w for w in controls if not w.toolTip()]
+    again.close()
