@@ -28,7 +28,16 @@ def test_info_json(ckpt, capsys):
     assert card["name"] == "tiny" and card["classes"] == ["background", "lesion"] and card["untrained"] is False
 
 
-def test_info_default_says_untrained(capsys):
+def test_info_default_is_the_shipped_model(capsys):
+    assert main(["info", "default", "--json"]) == 0
+    card = json.loads(capsys.readouterr().out)
+    assert card["name"] == "busi-lesion" and card["untrained"] is False and card["metrics"]["val_iou"] > 0.3
+
+
+def test_info_default_without_shipped_models_says_untrained(capsys, monkeypatch):
+    import llm4seg.models
+
+    monkeypatch.setattr(llm4seg.models, "list_models", lambda: [])
     assert main(["info", "default"]) == 0
     out = capsys.readouterr().out
     assert "smollm2-135m:15" in out and "UNTRAINED" in out
