@@ -14,7 +14,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
+    
     QLabel,
     QListWidget,
     QPushButton,
@@ -25,17 +25,9 @@ from qtpy.QtWidgets import (
 from llm4seg.finetune import TrainingPair
 
 from ._layers import META_KEY, image_data, spatial_shape
+from ._qtutil import row as _row
 
 LABELLED, ZRANGE = "labelled", "range"
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    lay = QHBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        lay.addWidget(w)
-    return box
 
 
 def _shape(layer: Any) -> tuple[int, ...]:

@@ -11,7 +11,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QFrame,
     QGroupBox,
-    QHBoxLayout,
+    
     QLabel,
     QProgressBar,
     QPushButton,
@@ -23,6 +23,8 @@ from qtpy.QtWidgets import (
 
 from llm4seg.finetune import PRESET_NAMES, preset_config
 from llm4seg.train import TrainConfig
+from ._qtutil import WARN_STYLE
+from ._qtutil import row as _row
 
 PARTS = (("decoder", "decoder + head (fast)"), ("all", "whole network (but the LLM layer)"))
 PRESET_TIPS = {
@@ -30,16 +32,6 @@ PRESET_TIPS = {
              "(about a minute on a laptop CPU at 256²).",
     "thorough": "thorough: 400 steps of the whole network (the frozen LLM layer excepted): slower, adapts more.",
 }
-WARN_STYLE = "color: #ffb000; font-weight: bold;"
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    lay = QHBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        lay.addWidget(w)
-    return box
 
 
 class VerticalScroll(QScrollArea):

@@ -12,7 +12,7 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
+    
     QLabel,
     QProgressBar,
     QPushButton,
@@ -26,28 +26,20 @@ from llm4seg.postprocess import PostprocessOptions
 from llm4seg.preprocess import WINDOWS, looks_like_ct
 
 from ._layers import image_data, layer_layout, spatial_shape
+from ._qtutil import WARN_STYLE as _WARN_STYLE
+from ._qtutil import row as _row
 
 BROWSE = "__browse__"
 WINDOW_CARD, WINDOW_CUSTOM = "__card__", "__custom__"
 SCOPE_ALL, SCOPE_SLICE, SCOPE_RANGE = "all", "slice", "range"
 _KINDS = {"2d": "2D image", "2d-rgb": "RGB image", "3d": "volume, slice by slice", "3d-rgb": "RGB stack"}
 _CARD_CHARS = 80  # longer card values are cut in the panel; the tooltip has the full card
-_WARN_STYLE = "color: #ffb000; font-weight: bold;"
 
 
 def is_untrained(card: Any) -> bool:
     """True for a card that says its model was never trained."""
     status = str((card.training or {}).get("status", "")).lower()
     return status == "untrained" or str(card.description or "").upper().startswith("UNTRAINED")
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    box = QWidget()
-    lay = QHBoxLayout(box)
-    lay.setContentsMargins(0, 0, 0, 0)
-    for w in widgets:
-        lay.addWidget(w)
-    return box
 
 
 class ModelPanel(QGroupBox):
