@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", required=True)
     ap.add_argument("--task", required=True)
     ap.add_argument("--description", default="")
+    ap.add_argument("--classes", nargs="+", help="foreground class names (index 1..K)")
     ap.add_argument("--default", action="store_true", help="make this the 'default' model")
     ap.add_argument("--images", type=Path, default=ROOT / "sample_data" / "busi" / "images")
     ap.add_argument("--tolerance", type=float, default=0.01)
@@ -56,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ref = load_checkpoint(args.checkpoint, device="cpu")
     ref.card.name = args.name
+    if args.classes:
+        ref.card.classes = ["background", *args.classes]
     if args.description:
         ref.card.description = args.description
     images = check_images(args.images)
