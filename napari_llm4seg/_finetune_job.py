@@ -1,4 +1,5 @@
-"""What the Fine-tune widget runs in a worker thread (Qt-free): a snapshot of the labels and the job itself."""
+"""What the Fine-tune widget runs in a worker thread (Qt-free): a snapshot of the labels, the job itself and
+the words for its outcome."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -39,3 +40,17 @@ def finetune_job(base: Any, base_name: str, pairs: list[TrainingPair], z_range: 
     if outcome is not None:
         outcome.model.card = finetuned_card(outcome, base=base_name)
     return outcome
+
+
+def outcome_text(outcome: FinetuneOutcome) -> tuple[str, str]:
+    """(a line for the status bar, the result panel's text) of a run that made at least one step."""
+    r = outcome.result
+    metrics = ", ".join(f"{label} {r.metrics[key]:.3f}" for key, label in (("val_dice", "val Dice"),
+                                                                            ("val_iou", "val IoU")) if key in r.metrics)
+    kept = f"the best (step {r.best_step})" if r.best_step else "the last"
+    what = {"done": "Fine-tuned", "cancelled": "Cancelled after", "failed": "Stopped after"}[r.status]
+    n = outcome.train_items + outcome.val_items
+    text = f"{what} {r.steps}/{r.total_steps} steps in {r.seconds:.0f} s{'; ' + metrics if metrics else ''}."
+    info = (f"{text} Trained on {outcome.train_items} of {n} slice(s), {outcome.val_items} held out for validation; "
+            f"{kept} weights are kept. The Segment widget keeps its model until 'Use now'.")
+    return text, info

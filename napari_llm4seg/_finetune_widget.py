@@ -24,7 +24,7 @@ from llm4seg.models import DEFAULT_NAME, default_entry
 from llm4seg.train import NothingToLearn
 
 from . import _workers
-from ._finetune_job import finetune_job, snapshot_labels
+from ._finetune_job import finetune_job, outcome_text, snapshot_labels
 from ._finetune_pairs import PairsPanel
 from ._finetune_panels import OptionsPanel, ResultPanel, RunPanel, VerticalScroll
 from ._finetune_plot import TrainingPlot
@@ -233,7 +233,7 @@ class FineTuneWidget(QWidget):
         return False
 
     def cancel(self) -> None:
-        """Stop after the current step (the weights so far are kept)."""
+        """Stop at the end of the current step, which is dropped (the weights of the steps before are kept)."""
         if self._run is not None:
             self._run.cancel.cancel()
             self.bar.set_status("Cancelling after the current step…")
@@ -261,8 +261,9 @@ class FineTuneWidget(QWidget):
             self.bar.set_status(event.message)
         elif isinstance(event, Log):
             if event.text == NO_VALIDATION:
-                show_info(f"LLM4Seg fine-tune: {NO_VALIDATION}.")
                 self.plot.show_no_validation(True)
+            if event.level == "warning":  # e.g. no validation, a smaller batch or the CPU after out of memory
+                show_warning(f"LLM4Seg fine-tune: {event.text}.")
             self.bar.set_status(event.text)
         elif isinstance(event, Failed):
             run.failed = event.reason
@@ -278,17 +279,9 @@ class FineTuneWidget(QWidget):
             self.bar.set_status("Fine-tuning cancelled before the first step: the model is unchanged.")
             show_info("LLM4Seg fine-tune cancelled before the first step; nothing changed.")
             return
-        r = outcome.result
         self.outcome, self.saved_path = outcome, None
-        metrics = ", ".join(f"{label} {r.metrics[key]:.3f}" for key, label in (("val_dice", "val Dice"),
-                                                                                ("val_iou", "val IoU")) if key in r.metrics)
-        kept = f"the best (step {r.best_step})" if r.best_step else "the last"
-        what = {"done": "Fine-tuned", "cancelled": "Cancelled after", "failed": "Stopped after"}[r.status]
-        n = outcome.train_items + outcome.val_items
-        text = f"{what} {r.steps}/{r.total_steps} steps in {r.seconds:.0f} s{'; ' + metrics if metrics else ''}."
-        self.result_panel.info.setText(
-            f"{text} Trained on {outcome.train_items} of {n} slice(s), {outcome.val_items} held out for validation; "
-            f"{kept} weights are kept. The Segment widget keeps its model until 'Use now'.")
+        text, info = outcome_text(outcome)
+        self.result_panel.info.setText(info)
         if failed:
             show_error(f"LLM4Seg fine-tune: {failed}")
             self.bar.set_status(failed, problem=True)

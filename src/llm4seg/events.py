@@ -32,9 +32,11 @@ class Metric:
 
 @dataclass(frozen=True)
 class Log:
-    """A line of text for the user."""
+    """A line of text for the user; ``level`` "warning" when the job changed course or lost something
+    (e.g. no validation set, a smaller batch or the CPU after running out of memory): GUIs notify those."""
 
     text: str
+    level: str = "info"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from .checkpoint import ModelCard
 from .events import Log, is_cancelled
 from .preprocess import Preprocessing
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
+from .train.loop import NO_VALIDATION_SET
 
 __all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "preset_config", "summarise",
            "finetune", "finetuned_card", "NO_VALIDATION", "DEFAULT_SIZE"]
@@ -123,7 +124,8 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
             continue
         if tuple(labels.shape) != pair.spatial_shape:
             plan.problems.append(f"{name}: labels of shape {' × '.join(map(str, labels.shape))} do not match the "
-                                 f"image's {' × '.join(map(str, pair.spatial_shape))}")
+                                 f"image's {' × '.join(map(str, pair.spatial_shape))}: pair the image with labels "
+                                 "of its own shape (a Labels layer created for that image)")
             continue
         if labels.ndim not in (2, 3):
             plan.problems.append(f"{name}: {labels.ndim}D labels; fine-tuning takes 2D images or Z×H×W volumes")
@@ -145,7 +147,9 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
             found = [int(v) for v in np.flatnonzero(counts[n_fg + 1:]) + n_fg + 1]
             known = ", ".join(f"{i} = {c}" for i, c in enumerate(plan.class_names[1:], 1))
             plan.problems.append(f"{name}: label value{'s' * (len(found) > 1)} {', '.join(map(str, found[:5]))} "
-                                 f"but the model knows {n_fg} class{'es' * (n_fg != 1)} ({known})")
+                                 f"but the model knows {n_fg} class{'es' * (n_fg != 1)} ({known}): repaint those "
+                                 f"pixels with the model's values (0 = background, {known}) or fine-tune a "
+                                 f"model with {found[-1]} classes")
             continue
         if len(counts) > len(total):
             total = np.pad(total, (0, len(counts) - len(total)))
@@ -200,7 +204,8 @@ def finetune(
     """Train a copy of ``model`` on ``plan`` (see :func:`summarise`); yields the events of
     :func:`llm4seg.train.fit` (plus ``Log`` lines) and returns the outcome, or None when cancelled before
     training started. ``prep`` defaults to the model card's preprocessing (at 256² when it has no size).
-    Raises ``NothingToLearn`` when the plan has nothing usable."""
+    Raises ``NothingToLearn`` when the plan has nothing usable. A single labelled slice trains without
+    validation, announced by a warning ``Log`` (:data:`NO_VALIDATION`)."""
     if not plan.ok:
         raise NothingToLearn(plan.reason() or "nothing to learn from")
     base_card = getattr(model, "card", None)
@@ -219,11 +224,27 @@ def finetune(
     if is_cancelled(cancel):
         return None
     train_set, val_set = split(data, val_fraction, seed=config.seed)
-    if val_set is None and val_fraction > 0:
-        yield Log(NO_VALIDATION if len(data) < 2 else "no validation set: the last weights are kept")
-    result = yield from fit(trained, train_set, val_set, config, cancel)
+    said = val_set is None and val_fraction > 0 and len(data) < 2
+    if said:
+        yield Log(NO_VALIDATION, "warning")
+    events = fit(trained, train_set, val_set, config, cancel)
+    result = yield from _events(events, skip=NO_VALIDATION_SET if said else None)
     return FinetuneOutcome(result, base_card, len(plan.pairs), plan.n_slices, len(train_set),
                            len(val_set) if val_set is not None else 0, dict(plan.pixels), config)
+
+
+def _events(gen: Generator[Any, None, Any], skip: str | None) -> Generator[Any, None, Any]:
+    """``gen``'s events and result, without the ``Log`` whose text is ``skip`` (said more precisely already)."""
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if not (skip is not None and isinstance(event, Log) and event.text == skip):
+                yield event
+    finally:
+        gen.close()
 
 
 def finetuned_card(outcome: FinetuneOutcome, base: str = "", name: str | None = None) -> ModelCard:

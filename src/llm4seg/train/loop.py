@@ -1,9 +1,16 @@
 """The training loop: one generator of events for the CLI, the GUI and the tests.
 
 ``fit`` yields ``Progress``/``Metric``/``Log`` events, then ``Done(result)`` or ``Cancelled(result)``
-(or ``Failed(reason)`` when the loss diverges) and returns the :class:`TrainResult`. Cancel is checked
-between steps (and between batches while features are cached); the model is left holding the best
-weights by validation IoU (the last weights when there is no validation set), never half a step.
+(or ``Failed(reason)`` when the loss diverges or memory runs out even one sample at a time on the CPU) and
+returns the :class:`TrainResult`. Cancel is checked before and after each step's forward/backward (and
+between batches while features are cached): a step during which cancel was asked for is dropped, so a
+cancel during the first step leaves the model as it was and writes no file. The model is left holding the
+best weights by validation IoU (the last weights when there is no validation set), never half a step.
+
+Data that cannot train the model is refused before anything runs: ``NothingToLearn`` when no training label
+is foreground, ``ValueError`` for label values above the model's classes or labels whose shape differs
+from the images'. Out of memory, a step is retried in smaller micro-batches, then on the CPU
+(:mod:`llm4seg.train.oom`), each change announced by a ``Log`` event.
 """
 from __future__ import annotations
 
@@ -11,23 +18,25 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Generator
+from typing import Any, Callable, Generator
 
 import torch
 from torch import nn
 
 from ..events import Cancelled, Done, Failed, Log, Metric, Progress, is_cancelled
 from .config import TrainConfig
-from .data import SliceSet
+from .data import NothingToLearn, SliceSet
 from .distributed import DistContext, all_reduce_sum, any_rank, setup
 from .features import FeatureCache, build_feature_cache, cache_bytes_per_item
 from .losses import make_loss
+from .oom import OomBackoff, OutOfMemory, is_oom
 from .state import TrainState, restore, save_state, state_path_for
-from .steps import BatchOrder, Net, make_optimizer, select_trainable, set_modes, train_step, validate
+from .steps import BatchOrder, Net, epoch_number, make_optimizer, select_trainable, set_modes, train_step, validate
 
-__all__ = ["fit", "TrainResult"]
+__all__ = ["fit", "TrainResult", "NO_VALIDATION_SET"]
 
 FROZEN_PREFIX = "booster.layer."
+NO_VALIDATION_SET = "no validation set: every step trains, and the last weights are kept (none is picked by IoU)"
 
 
 @dataclass
@@ -55,7 +64,33 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
 
 
-def _check(model: nn.Module, data: SliceSet) -> None:
+def _check_labels(data: SliceSet, role: str) -> None:
+    """Labels of the images' size, with values the classes know."""
+    n, _, h, w = data.images.shape
+    if tuple(data.labels.shape) != (n, h, w):
+        shape = " × ".join(map(str, data.labels.shape))
+        raise ValueError(f"the {role} images ({n} × {h} × {w}) and labels ({shape}) "
+                         "do not match: every image needs a label map of its own size; build the set with "
+                         "from_arrays or build_slices")
+    top = int(data.labels.max()) if data.labels.numel() else 0
+    if top > data.num_classes:
+        known = ", ".join(f"{i} = {c}" for i, c in enumerate(data.class_names[1:], 1))
+        raise ValueError(f"label value {top} in the {role} data, but the model has {data.num_classes} class(es) "
+                         f"({known}): relabel those pixels with the model's values (0 = background, {known}) "
+                         f"or train a model with {top} classes")
+
+
+def _check(model: nn.Module, data: SliceSet, val: SliceSet | None = None) -> None:
+    if not len(data):
+        raise NothingToLearn("the training set is empty: give at least one labelled image or slice")
+    _check_labels(data, "training")
+    if val is not None:
+        _check_labels(val, "validation")
+    if not bool(data.labels.any()):
+        where = (" (the labelled ones are all in the validation set: lower the validation fraction)"
+                 if val is not None and bool(val.labels.any()) else "")
+        raise NothingToLearn(f"no labelled object in the {len(data)} training image(s)/slice(s), every label is 0 "
+                             f"(background){where}: label at least one object of a class")
     cfg = model.config
     if cfg.num_classes != data.model_classes:
         found = 1 if cfg.num_classes == 1 else cfg.num_classes - 1
@@ -98,7 +133,9 @@ def fit(
     """
     config = config or TrainConfig()
     started = time.perf_counter()
-    _check(model, train_set)
+    if val_set is not None and not len(val_set):
+        val_set = None
+    _check(model, train_set, val_set)
     ctx = setup(config.device)
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -132,10 +169,13 @@ def fit(
         net = nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
     status, reason = "done", ""
     saved: Path | None = None
+    policy = None if ctx.distributed else OomBackoff(config.batch_size, ctx.device)
     yield Log(f"training {len(names)} tensors ({sum(p.numel() for p in params):,} parameters, "
               f"{'decoder + head' if config.train == 'decoder' else 'all but the frozen LLM layer'}) on "
               f"{train_set.describe()}; {total} steps × batch {config.batch_size}"
               f"{f' × {ctx.world_size} processes' if ctx.distributed else ''} on {ctx.device}")
+    if val_set is None:
+        yield Log(NO_VALIDATION_SET, "warning")
 
     train_cache = val_cache = None
     try:
@@ -169,13 +209,22 @@ def fit(
             for g in optimizer.param_groups:
                 g["lr"] = lr
             set_modes(model, config.train)
-            buffers = [(b, b.detach().clone()) for n, b in model.named_buffers() if not n.startswith(FROZEN_PREFIX)]
-            loss = train_step(net, loss_fn, optimizer, config, ctx, step, order.indices(step), train_set, train_cache)
+            undo = _undo_step(model, optimizer)
+            idx = order.indices(step)
+            try:
+                loss = yield from _retry(lambda: train_step(net, loss_fn, optimizer, config, ctx, step, idx, train_set,
+                                                            train_cache, micro=policy.batch if policy else None),
+                                         policy, undo, model, optimizer, ctx)
+            except OutOfMemory as exc:
+                status, reason = "failed", f"{exc}; the last good weights are kept"
+                break
+            if any_rank(is_cancelled(cancel), ctx):  # asked during the step: drop it
+                undo()
+                status = "cancelled"
+                break
             loss = float(all_reduce_sum(torch.tensor([loss], device=ctx.device), ctx).item()) / ctx.world_size
             if not math.isfinite(loss):
-                with torch.no_grad():  # undo the BatchNorm statistics of the bad batch too
-                    for b, saved_b in buffers:
-                        b.copy_(saved_b)
+                undo()  # the BatchNorm statistics of the bad batch too
                 status, reason = "failed", (f"the loss became {loss} at step {step + 1}: lower the learning rate "
                                             f"(now {config.lr:g}) or check the labels; the last good weights are kept")
                 break
@@ -188,9 +237,16 @@ def fit(
             yield Metric(step, "lr", lr)
             yield Progress(step, total, f"step {step}/{total} loss {loss:.4f}")
             if step % val_every == 0 or step == total:
-                line = f"step {step}/{total} (epoch {order.epoch_of(step - 1) + 1}): loss {epoch_loss / max(1, epoch_n):.4f}"
-                if val_set is not None and len(val_set):
-                    m = validate(model, val_set, ctx, val_cache, channels_last=config.channels_last)
+                line = (f"step {step}/{total} (epoch {epoch_number(step, per_epoch)}): "
+                        f"loss {epoch_loss / max(1, epoch_n):.4f}")
+                if val_set is not None:
+                    try:
+                        m = yield from _retry(lambda: validate(model, val_set, ctx, val_cache, _val_batch(policy),
+                                                               channels_last=config.channels_last),
+                                              policy, lambda: None, model, optimizer, ctx)
+                    except OutOfMemory as exc:
+                        status, reason = "failed", f"{exc}; the last good weights are kept"
+                        break
                     history["val_iou"].append([step, m["val_iou"]])
                     history["val_dice"].append([step, m["val_dice"]])
                     yield Metric(step, "val_iou", m["val_iou"])
@@ -226,7 +282,8 @@ def fit(
         written = _save(out if ctx.is_main else None, model, new_card, config, train_set, val_set, best, step,
                         total, started, provenance, ctx)
         saved = written or saved
-    model.card = new_card
+    if step > 0:
+        model.card = new_card
     metrics = {k: v for k, v in best.items() if k.startswith("val_")} if best["step"] is not None else {}
     result = TrainResult(model=model, status=status, steps=step, total_steps=total, best_step=best["step"],
                          metrics=metrics, history=history, checkpoint=saved,
@@ -236,11 +293,56 @@ def fit(
     if status == "failed":
         yield Failed(reason)
     elif status == "cancelled":
-        yield Log(f"cancelled after {step} step(s); keeping the {'best' if best['step'] else 'last'} weights")
+        yield Log(f"cancelled after {step} step(s); keeping the {'best' if best['step'] else 'last'} weights" if step
+                  else "cancelled before the first step ended: the weights are unchanged and no file is written")
         yield Cancelled(result)
     else:
         yield Done(result)
     return result
+
+
+def _undo_step(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """A function that drops a step not applied yet: its gradients and its BatchNorm statistics."""
+    buffers = [(n, b.detach().clone()) for n, b in model.named_buffers() if not n.startswith(FROZEN_PREFIX)]
+
+    def undo() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        live = dict(model.named_buffers())
+        with torch.no_grad():
+            for n, saved in buffers:
+                live[n].copy_(saved)
+
+    return undo
+
+
+def _val_batch(policy: OomBackoff | None) -> int:
+    return 8 if policy is None or not policy.retries else min(8, policy.batch)
+
+
+def _retry(attempt: Callable[[], Any], policy: OomBackoff | None, undo: Callable[[], None], model: nn.Module,
+           optimizer: torch.optim.Optimizer, ctx: DistContext) -> Generator[Log, None, Any]:
+    """``attempt()``, retried after out-of-memory errors as ``policy`` says (a ``Log`` event per change);
+    raises :class:`OutOfMemory` when nothing is left to try. Without a policy (several processes) errors pass."""
+    while True:
+        try:
+            return attempt()
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
+            if policy is None or not is_oom(exc):
+                raise
+        # outside the except block, so the failed attempt's tensors can be freed
+        undo()
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
+        before = policy.device
+        policy.on_oom()
+        if policy.device != before:
+            model.to(policy.device)
+            for state in optimizer.state.values():
+                for key, value in state.items():
+                    if torch.is_tensor(value):
+                        state[key] = value.to(policy.device)
+            ctx.device = policy.device
+        yield Log(policy.message, "warning")
 
 
 def _finite(best: dict[str, Any]) -> dict[str, Any]:

@@ -103,8 +103,12 @@ class BatchOrder:
             out += self._epoch(e)[off: off + self.batch - len(out)]
         return torch.tensor(out, dtype=torch.long)
 
-    def epoch_of(self, step: int) -> int:
-        return (step * self.batch) // self.per_epoch
+
+def epoch_number(steps_done: int, steps_per_epoch: int) -> int:
+    """The 1-based epoch in which step ``steps_done`` (a count, 1 = the first step) ends, counting epochs
+    in steps as the schedule and ``val_every`` do: ``ceil(items / batch)`` steps each. (Batches run on
+    across epoch boundaries, so the samples of an epoch's last step may already come from the next one.)"""
+    return max(1, -(-steps_done // max(1, steps_per_epoch)))
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -125,38 +129,54 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 def train_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
                ctx: DistContext, step: int, idx: torch.Tensor, data: SliceSet,
-               cache: FeatureCache | None) -> float:
+               cache: FeatureCache | None, micro: int | None = None) -> float:
     """Forward and backward on the batch ``idx``; returns this rank's loss. The caller steps the optimiser
-    (after checking that the loss is finite on every rank, so a diverged step never reaches the weights)."""
+    (after checking that the loss is finite on every rank, so a diverged step never reaches the weights).
+
+    ``micro``: run the batch in micro-batches of that many samples, accumulating gradients (the losses are
+    per-sample means, so the gradient is the full batch's); the random choices are drawn for the whole
+    batch first, so the step sees the same samples, versions and crops whatever ``micro`` is."""
     gen = step_generator(config.seed, step)
     b = len(idx)
     glob = b * ctx.world_size
     fmt = torch.channels_last if config.channels_last else torch.contiguous_format
+    vers = offsets = ks = None
+    crop = None
     if cache is not None:
         vers = _per_rank(torch.randint(0, cache.versions, (glob,), generator=gen), ctx)
         if not config.augment:
             vers = torch.zeros_like(vers)
-        offsets = None
         crop = config.crop if config.crop and config.crop < cache.size else None
         if crop:
             cells = (cache.size - crop) // 16 + 1
             offsets = _per_rank(torch.randint(0, cells, (glob, 2), generator=gen) * 16, ctx)
-        skips, x5, y = cache.batch(idx, vers, ctx.device, crop, offsets, config.channels_last)
-        inputs: tuple = (skips, x5)
-    else:
-        x, y = data.batch(idx, ctx.device)
-        if config.augment:
-            ks = _per_rank(random_dihedral(glob, x.shape[-1] == x.shape[-2], gen), ctx).to(x.device)
-            x, y = apply_dihedral(x, ks), apply_dihedral(y, ks)
-        inputs = (x.contiguous(memory_format=fmt),)
+    elif config.augment:
+        ks = _per_rank(random_dihedral(glob, data.images.shape[-1] == data.images.shape[-2], gen), ctx)
     optimizer.zero_grad(set_to_none=True)
-    with autocast(ctx.device):
-        logits = net(*inputs)
-    loss = loss_fn(logits.float(), y)
-    loss.backward()
+    micro = max(1, min(micro or b, b))
+    total = 0.0
+    for start in range(0, b, micro):
+        part = slice(start, start + micro)
+        if cache is not None:
+            skips, x5, y = cache.batch(idx[part], vers[part], ctx.device, crop,
+                                       offsets[part] if offsets is not None else None, config.channels_last)
+            inputs: tuple = (skips, x5)
+        else:
+            x, y = data.batch(idx[part], ctx.device)
+            if ks is not None:
+                k = ks[part].to(x.device)
+                x, y = apply_dihedral(x, k), apply_dihedral(y, k)
+            inputs = (x.contiguous(memory_format=fmt),)
+        with autocast(ctx.device):
+            logits = net(*inputs)
+        loss = loss_fn(logits.float(), y)
+        if micro < b:
+            loss = loss * (len(y) / b)
+        loss.backward()
+        total += float(loss.detach())
     if config.grad_clip:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-    return float(loss.detach())
+    return total
 
 
 @torch.no_grad()
