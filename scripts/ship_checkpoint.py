@@ -2,7 +2,7 @@
 Markdown model card and its registry entry (sha256) into ``src/llm4seg/weights/``.
 
     python scripts/ship_checkpoint.py runs/busi-lesion.safetensors --name busi-lesion --task "..." [--default]
-        [--images sample_data/busi/images] [--tolerance 0.01]
+        [--images sample_data/busi/images (a folder or one file)] [--tolerance 0.01] [--metrics heldout.json]
 
 The frozen layer is stored in the smallest dtype (bfloat16, float16, float32 — tried in that order of size
 and precision) whose foreground probabilities on the check images stay within ``--tolerance`` of the float32
@@ -28,8 +28,8 @@ from llm4seg.io import read_image  # noqa: E402
 from llm4seg.models import WEIGHTS_DIR, file_sha256  # noqa: E402
 
 
-def check_images(folder: Path) -> list[np.ndarray]:
-    paths = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".png", ".nii", ".gz"))
+def check_images(where: Path) -> list[np.ndarray]:
+    paths = [where] if where.is_file() else sorted(p for p in where.rglob("*") if p.suffix.lower() in (".png", ".nii", ".gz"))
     return [read_image(p).array for p in paths]
 
 
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default", action="store_true", help="make this the 'default' model")
     ap.add_argument("--images", type=Path, default=ROOT / "sample_data" / "busi" / "images")
     ap.add_argument("--tolerance", type=float, default=0.01)
+    ap.add_argument("--metrics", type=Path, help="'llm4seg evaluate --json' output on held-out data: added to the "
+                                                "card as heldout_<metric>")
     args = ap.parse_args(argv)
 
     ref = load_checkpoint(args.checkpoint, device="cpu")
@@ -61,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
         ref.card.classes = ["background", *args.classes]
     if args.description:
         ref.card.description = args.description
+    if args.metrics:
+        held = json.loads(args.metrics.read_text())
+        ref.card.metrics = {**ref.card.metrics, **{f"heldout_{k}": held[k] for k in
+                                                   ("iou", "dice", "sensitivity", "precision", "n") if k in held}}
     images = check_images(args.images)
     chosen, report = None, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -60,6 +62,21 @@ def _output_path(src: Path, out_dir: Path, fmt: str, ndim_spatial: int) -> Path:
     return out_dir / f"{name}_labels.{fmt}"
 
 
+def _writable_folder(folder: Path) -> Path:
+    """Create ``folder`` if needed and prove it takes a file, before minutes are spent segmenting."""
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"--out {folder} is a file, not a folder: give a folder for the label files")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".llm4seg-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise CLIError(f"cannot write into the output folder {folder} ({err.strerror or err}): "
+                       "choose a folder you can write to with --out") from err
+    return folder
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .infer import image_layout, iter_segment
     from .events import Done, Progress
@@ -71,8 +88,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     window = None
     if args.window:
         window = WINDOWS.get(args.window) or tuple(float(v) for v in args.window.split(","))
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = _writable_folder(Path(args.out))
     reports = []
     for item in args.inputs:
         src = Path(item)
@@ -97,7 +113,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "input": str(src), "output": str(written), "shape": list(result.labels.shape),
             "classes": result.classes, "voxels": counts, "seconds": round(result.seconds, 3),
             "device": result.device, "checkpoint": model.card.name if model.card else None,
+            "notes": result.notes,
         }
+        for note in result.notes:
+            print(f"llm4seg: note: {src.name}: {note}", file=sys.stderr)
         reports.append(report)
         if not args.json:
             fg = ", ".join(f"{k}: {v}" for k, v in counts.items())

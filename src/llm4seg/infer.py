@@ -16,6 +16,7 @@ import torch
 from .device import resolve_device
 from .events import Cancelled, Done, JobCancelled, Progress, is_cancelled, run_to_end
 from .fastpath import fast_model
+from .largeimage import block_mean, reduce_factor, upsample_into
 from .preprocess import (
     Preprocessing, from_model_output, intensity_range, logits_to_labels, logits_to_probs, model_hw, to_model_input,
 )
@@ -38,6 +39,7 @@ class SegmentationResult:
     layout: str = "2d"
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (setup/preprocess/model/postprocess)
     batch_size: int = 0
+    notes: list[str] = field(default_factory=list)  # what was done differently and why (e.g. downscaling)
 
 
 def image_layout(image: np.ndarray, volume: bool | None = None) -> str:
@@ -110,6 +112,24 @@ def iter_segment(
     layout = image_layout(image, volume)
     card = getattr(model, "card", None)
     prep = prep or (card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels))
+    f = reduce_factor(image.shape[:2]) if layout.startswith("2d") else 1
+    if f > 1:  # bounded memory: segment a block-mean reduced copy, write the mask back at full size
+        lo, hi = intensity_range(image, prep, window)
+        inner = iter_segment(block_mean(image, f), model, cancel=cancel, batch_size=batch_size, prep=prep,
+                             window=((lo + hi) / 2.0, hi - lo), return_probs=return_probs, fast=fast)
+        while True:
+            try:
+                event = next(inner)
+            except StopIteration as stop:
+                small = stop.value
+                break
+            if not isinstance(event, Done):
+                yield event
+        if small is None:
+            return None
+        result = _full_size(small, image.shape[:2], f, started)
+        yield Done(result)
+        return result
     classes = list(card.classes) if card is not None else ["background", "foreground"]
     stack = image[None] if layout.startswith("2d") else image
     n = stack.shape[0]
@@ -180,6 +200,19 @@ def iter_segment(
     )
     yield Done(result)
     return result
+
+
+def _full_size(small: SegmentationResult, hw: tuple[int, int], f: int, started: float) -> SegmentationResult:
+    """A result computed on a ×f reduced image, brought back to the image's size (nearest neighbour)."""
+    small.labels = upsample_into(small.labels, f, np.empty(hw, np.uint8))
+    if small.probs is not None:
+        p = small.probs
+        small.probs = (upsample_into(p, f, np.empty(hw, np.float32)) if p.ndim == 2 else
+                       np.stack([upsample_into(c, f, np.empty(hw, np.float32)) for c in p]))
+    small.notes.append(f"image of {hw[1]}×{hw[0]} px downscaled ×{f} (block mean) for the network, "
+                       "mask upsampled to full size")
+    small.seconds = time.perf_counter() - started
+    return small
 
 
 def segment(image: np.ndarray, model: torch.nn.Module, progress=None, **kwargs: Any) -> SegmentationResult:

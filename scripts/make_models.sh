@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Re-train the shipped checkpoints from the shared data with their recorded settings, then ship them
+# (frozen-layer dtype by measurement, Markdown card, registry sha256) into src/llm4seg/weights/.
+#
+#   bash scripts/make_models.sh [busi|ct|all]      (make models; DATA=../shared/data RUNS=runs THREADS=2)
+#
+# On a 2-core CPU: busi-lesion ≈ 25 min, ct-liver ≈ 10 min. Interrupted runs continue with the same command
+# (the training state next to the checkpoint is picked up with --resume).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-../shared/data}
+RUNS=${RUNS:-runs}
+THREADS=${THREADS:-2}
+which=${1:-all}
+mkdir -p "$RUNS"
+
+train() {  # OUT then the training arguments; resumes when a state file is there
+    local out=$1; shift
+    if [ -f "${out%.safetensors}.train-state.safetensors" ]; then
+        "$PY" -m llm4seg train "$@" --resume "$out" --threads "$THREADS"
+    else
+        "$PY" -m llm4seg train "$@" --out "$out" --threads "$THREADS"
+    fi
+}
+
+if [ "$which" = busi ] || [ "$which" = all ]; then
+    # BUSI (452 pairs), seeded 20 % validation split for model selection.
+    train "$RUNS/busi-lesion.safetensors" "$DATA/busi" --size 128 --epochs 14 --batch-size 8 --seed 0
+    "$PY" scripts/ship_checkpoint.py "$RUNS/busi-lesion.safetensors" --name busi-lesion --default \
+        --task "breast ultrasound lesion" --classes lesion --description "Breast-ultrasound lesion segmentation \
+(BUSI). CMUNeXt + frozen SmolLM2-135M layer 15 (rope, causal), 1-channel input at 128x128. Trained with \
+'bash scripts/make_models.sh busi', i.e. llm4seg train ../shared/data/busi --size 128 --epochs 14 --batch-size 8 \
+--seed 0 (paper recipe: SGD 0.01, momentum 0.9, wd 1e-4, poly 0.9, flips+rot90, BCE+Dice) on 362 of the 452 BUSI \
+pairs, validated on the other 90 (seeded 20% split, seed 0); the best weights by validation IoU are kept. \
+Data: W. Al-Dhabyani, M. Gomaa, H. Khaled, A. Fahmy, Dataset of breast ultrasound images, Data in Brief 28 (2020) \
+104863. Intended use: a starting point for interactive segmentation and fine-tuning of breast lesions in B-mode \
+ultrasound, for research. Limits: a 14-epoch CPU schedule at 128x128, far from the paper's 300 epochs at 256x256; \
+validated on one split of one dataset; it is not a CT model; not for clinical use."
+fi
+
+if [ "$which" = ct ] || [ "$which" = all ]; then
+    # 3D-IRCADb-01 patient 17: liver (+ tumour) trained on slices z 0–71, scored on z 72–118.
+    train "$RUNS/ct-liver.safetensors" "$DATA/ircad17" --classes liver=1+2 --window abdomen --z-range 0,72 \
+        --size 128 --epochs 40 --batch-size 8 --seed 0
+    "$PY" -m llm4seg evaluate "$DATA/ircad17" --checkpoint "$RUNS/ct-liver.safetensors" --classes liver=1+2 \
+        --z-range 72,119 --json | tee "$RUNS/ct-liver.heldout.json"
+    "$PY" scripts/ship_checkpoint.py "$RUNS/ct-liver.safetensors" --name ct-liver --task "CT liver (starting point)" \
+        --classes liver --images sample_data/ircad17_ct.nii.gz --metrics "$RUNS/ct-liver.heldout.json" \
+        --description "CT liver segmentation trained on ONE patient: a starting point for fine-tuning on your own \
+scans, not a general liver model. CMUNeXt + frozen SmolLM2-135M layer 15, 1-channel input at 128x128, abdomen \
+window (level 40, width 400). Trained with 'bash scripts/make_models.sh ct', i.e. llm4seg train ../shared/data/ircad17 \
+--classes liver=1+2 --window abdomen --z-range 0,72 --size 128 --epochs 40 --batch-size 8 --seed 0 (paper recipe) \
+on the axial slices z 0-71 of 3D-IRCADb-01 patient 17 (liver and liver tumour as one class; 20% of those slices \
+for model selection), and scored on the held-out slices z 72-118 (metrics heldout_*). Data: IRCAD, 3D-IRCADb-01 \
+database (research and education use, with citation of IRCAD). Limits: one contrast-enhanced scan of one patient; \
+expect errors on other scanners, phases and anatomy; fine-tune it on a few labelled slices of your own data; \
+not for clinical use."
+fi
