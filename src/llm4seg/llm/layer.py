@@ -83,11 +83,13 @@ def normalise_config(arch: str, raw: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def build_decoder_layer(arch: str, config: dict[str, Any], layer_index: int) -> tuple[nn.Module, nn.Module]:
+def build_decoder_layer(arch: str, config: dict[str, Any], layer_index: int, *,
+                        empty: bool = False) -> tuple[nn.Module, nn.Module]:
     """transformers' own decoder layer (sdpa attention) and the model's rotary embedding module.
 
-    Both are in eval mode with ``requires_grad=False``. The layer is randomly initialised; load
-    :attr:`LayerWeights.tensors` into it with ``load_state_dict``. Call the rotary module as
+    Both are in eval mode with ``requires_grad=False``. The layer is randomly initialised, or with
+    ``empty=True`` left uninitialised (no time spent on random weights that a state dict replaces at once:
+    ~1 s for a 1B-class layer); load :attr:`LayerWeights.tensors` into it with ``load_state_dict``. Call the rotary module as
     ``cos, sin = rotary(x, position_ids)`` and pass ``position_embeddings=(cos, sin)`` to the layer.
     """
     cfg = _make_config(arch, config)
@@ -99,7 +101,15 @@ def build_decoder_layer(arch: str, config: dict[str, Any], layer_index: int) -> 
             f"pass an int in 0..{n - 1} (e.g. LayerWeights.layer_index)"
         )
     layer_index = index
-    layer = _layer_class(arch)(cfg, layer_idx=layer_index)
+    if empty:
+        with torch.device("meta"):
+            layer = _layer_class(arch)(cfg, layer_idx=layer_index)
+        if any(True for _ in layer.buffers()):  # buffers outside the state dict would stay uninitialised
+            layer = _layer_class(arch)(cfg, layer_idx=layer_index)
+        else:
+            layer = layer.to_empty(device="cpu")
+    else:
+        layer = _layer_class(arch)(cfg, layer_idx=layer_index)
     rotary = _rotary_class(arch)(config=cfg)
     for module in (layer, rotary):
         module.eval().requires_grad_(False)

@@ -35,7 +35,9 @@ def build_model(config: ModelConfig, weights=None, *, load_llm: bool = True, see
                 "in the model config"
             )
         layer_index = _layer_index(config.llm)
-        layer, rotary = build_decoder_layer(config.llm_arch, config.llm_config, layer_index)
+        # the layer's weights come from ``weights`` or from the checkpoint's state dict: skip random init
+        layer, rotary = build_decoder_layer(config.llm_arch, config.llm_config, layer_index,
+                                            empty=config.llm_init != "random")
         if config.llm_init == "random":
             init_random_layer(layer, float(config.llm_config.get("initializer_range", 0.02)), gen)
         elif weights is not None:
