@@ -211,6 +211,18 @@ class FusedDecoderStage(nn.Module):
         return self.pb(self.pa(self.g(buf)))
 
 
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """NHWC strides that torch recognises even for one channel.
+
+    ``contiguous(memory_format=channels_last)`` returns a 1-channel NCHW tensor unchanged (it is already
+    "contiguous" in both formats), and convolutions then pick NCHW for the whole network.
+    """
+    if x.shape[1] == 1 and x.is_contiguous():
+        n, _, h, w = x.shape
+        return x.as_strided(x.shape, (h * w, 1, w, 1))
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def max_pool2x2(x: torch.Tensor) -> torch.Tensor:
     """2×2/2 max-pool of a channels_last map as two ``maximum`` passes (3× faster than max_pool2d here)."""
     if not x.is_contiguous(memory_format=torch.channels_last):
@@ -257,7 +269,7 @@ class FusedLLM4Seg(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         if x.device.type in ("cpu", "cuda"):  # oneDNN and cuDNN prefer NHWC; MPS keeps NCHW
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = to_channels_last(x)
         skips = []
         x = self.encoders[0](self.stem(x))
         for enc in self.encoders[1:]:

@@ -1,16 +1,18 @@
 """Single-layer reading from an HF model folder (``config.json`` + ``*.safetensors``, sharded or not).
 
-Only the ``model.layers.{i}.*`` tensors are read (``safetensors.safe_open`` reads tensors lazily
-from a memory map), so one layer of a 1B model costs its own few hundred MB, not the model's GBs.
+Only the ``model.layers.{i}.*`` tensors are read, one at a time with plain file reads at the offsets of the
+validated safetensors header, so one layer of a 1B model costs its own float32 size, not the model's GBs.
 """
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..filecheck import read_safetensors_header
 from .descriptor import LLMNotFoundError
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -54,8 +56,6 @@ def _files_and_keys(folder: Path, descriptor: str) -> dict[Path, list[str] | Non
 
 def read_hf_layer(folder: Path, layer: int, descriptor: str) -> dict[str, torch.Tensor]:
     """Float32 tensors of decoder layer ``layer`` keyed as in the decoder layer's state dict."""
-    from safetensors import safe_open
-
     prefixes = (f"model.layers.{layer}.", f"layers.{layer}.")
     tensors: dict[str, torch.Tensor] = {}
     for path, keys in _files_and_keys(folder, descriptor).items():
@@ -63,9 +63,36 @@ def read_hf_layer(folder: Path, layer: int, descriptor: str) -> dict[str, torch.
             continue
         if not path.is_file():
             raise LLMNotFoundError(descriptor, [str(path)], f"the shard {path.name} listed in {INDEX_FILE} is missing.")
-        with safe_open(str(path), framework="pt") as f:
-            for key in keys if keys is not None else f.keys():
-                prefix = next((p for p in prefixes if key.startswith(p)), None)
-                if prefix is not None:
-                    tensors[key[len(prefix):]] = f.get_tensor(key).to(torch.float32).contiguous()
+        for key, tensor in _read_tensors(path, lambda k: k.startswith(prefixes)).items():
+            prefix = next(p for p in prefixes if key.startswith(p))
+            tensors[key[len(prefix):]] = tensor
     return tensors
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+
+
+def _read_tensors(path: Path, wanted) -> dict[str, torch.Tensor]:
+    """Float32 copies of the tensors whose names pass ``wanted``, read with plain file reads.
+
+    Only those tensors' bytes are read, one at a time (no memory map: the shard's pages never count
+    towards the process's memory), after the header was validated against the file size.
+    """
+    header = read_safetensors_header(path)
+    with open(path, "rb", buffering=0) as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        out: dict[str, torch.Tensor] = {}
+        for key, info in header.items():
+            if key == "__metadata__" or not wanted(key):
+                continue
+            dtype = _DTYPES.get(info["dtype"])
+            if dtype is None:
+                raise ValueError(f"{path.name}: tensor {key} has dtype {info['dtype']}; expected a float dtype")
+            start, end = info["data_offsets"]
+            buf = bytearray(end - start)
+            f.seek(8 + n + start)
+            if f.readinto(buf) != len(buf):
+                raise ValueError(f"{path.name}: could not read tensor {key}: the file is truncated")
+            raw = torch.frombuffer(buf, dtype=dtype) if buf else torch.empty(0, dtype=dtype)
+            out[key] = raw.reshape(info["shape"]).to(torch.float32)
+    return out
