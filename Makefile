@@ -20,5 +20,8 @@ test: setup
 bench: setup
 	bash scripts/with-display.sh $(PY) -m benchmarks $(BENCH_ARGS)
 
+models: setup
+	bash scripts/make_models.sh all
+
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

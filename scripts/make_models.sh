@@ -4,6 +4,10 @@
 #
 #   bash scripts/make_models.sh [busi|ct|all]      (make models; DATA=../shared/data RUNS=runs THREADS=2)
 #
+# SHIP=0 trains without touching src/llm4seg/weights; TRAIN=0 only evaluates and ships finished runs;
+# BUSI_SCHEDULE / CT_SCHEDULE / CT_TRAIN_Z / CT_TEST_Z override the recorded schedule and z-ranges (the test
+# suite runs the same recipe for two steps on a tiny copy of the data this way).
+#
 # On a 2-core CPU: busi-lesion ≈ 25 min, ct-liver ≈ 10 min. Interrupted runs continue with the same command
 # (the training state next to the checkpoint is picked up with --resume).
 set -euo pipefail
@@ -12,11 +16,18 @@ PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../shared/data}
 RUNS=${RUNS:-runs}
 THREADS=${THREADS:-2}
+SHIP=${SHIP:-1}
+TRAIN=${TRAIN:-1}
+BUSI_SCHEDULE=${BUSI_SCHEDULE:---epochs 14}
+CT_SCHEDULE=${CT_SCHEDULE:---epochs 40}
+CT_TRAIN_Z=${CT_TRAIN_Z:-0,72}
+CT_TEST_Z=${CT_TEST_Z:-72,119}
 which=${1:-all}
 mkdir -p "$RUNS"
 
 train() {  # OUT then the training arguments; resumes when a state file is there
     local out=$1; shift
+    [ "$TRAIN" = 1 ] || return 0
     if [ -f "${out%.safetensors}.train-state.safetensors" ]; then
         "$PY" -m llm4seg train "$@" --resume "$out" --threads "$THREADS"
     else
@@ -26,8 +37,9 @@ train() {  # OUT then the training arguments; resumes when a state file is there
 
 if [ "$which" = busi ] || [ "$which" = all ]; then
     # BUSI (452 pairs), seeded 20 % validation split for model selection.
-    train "$RUNS/busi-lesion.safetensors" "$DATA/busi" --size 128 --epochs 14 --batch-size 8 --seed 0
-    "$PY" scripts/ship_checkpoint.py "$RUNS/busi-lesion.safetensors" --name busi-lesion --default \
+    # shellcheck disable=SC2086
+    train "$RUNS/busi-lesion.safetensors" "$DATA/busi" --size 128 $BUSI_SCHEDULE --batch-size 8 --seed 0
+    [ "$SHIP" = 1 ] && "$PY" scripts/ship_checkpoint.py "$RUNS/busi-lesion.safetensors" --name busi-lesion --default \
         --task "breast ultrasound lesion" --classes lesion --description "Breast-ultrasound lesion segmentation \
 (BUSI). CMUNeXt + frozen SmolLM2-135M layer 15 (rope, causal), 1-channel input at 128x128. Trained with \
 'bash scripts/make_models.sh busi', i.e. llm4seg train ../shared/data/busi --size 128 --epochs 14 --batch-size 8 \
@@ -41,11 +53,13 @@ fi
 
 if [ "$which" = ct ] || [ "$which" = all ]; then
     # 3D-IRCADb-01 patient 17: liver (+ tumour) trained on slices z 0–71, scored on z 72–118.
-    train "$RUNS/ct-liver.safetensors" "$DATA/ircad17" --classes liver=1+2 --window abdomen --z-range 0,72 \
-        --size 128 --epochs 40 --batch-size 8 --seed 0
+    # shellcheck disable=SC2086
+    train "$RUNS/ct-liver.safetensors" "$DATA/ircad17" --classes liver=1+2 --window abdomen --z-range "$CT_TRAIN_Z" \
+        --size 128 $CT_SCHEDULE --batch-size 8 --seed 0
     "$PY" -m llm4seg evaluate "$DATA/ircad17" --checkpoint "$RUNS/ct-liver.safetensors" --classes liver=1+2 \
-        --z-range 72,119 --json | tee "$RUNS/ct-liver.heldout.json"
-    "$PY" scripts/ship_checkpoint.py "$RUNS/ct-liver.safetensors" --name ct-liver --task "CT liver (starting point)" \
+        --z-range "$CT_TEST_Z" --json > "$RUNS/ct-liver.heldout.json"
+    cat "$RUNS/ct-liver.heldout.json"
+    [ "$SHIP" = 1 ] && "$PY" scripts/ship_checkpoint.py "$RUNS/ct-liver.safetensors" --name ct-liver --task "CT liver (starting point)" \
         --classes liver --images sample_data/ircad17_ct.nii.gz --metrics "$RUNS/ct-liver.heldout.json" \
         --description "CT liver segmentation trained on ONE patient: a starting point for fine-tuning on your own \
 scans, not a general liver model. CMUNeXt + frozen SmolLM2-135M layer 15, 1-channel input at 128x128, abdomen \
@@ -57,3 +71,4 @@ database (research and education use, with citation of IRCAD). Limits: one contr
 expect errors on other scanners, phases and anatomy; fine-tune it on a few labelled slices of your own data; \
 not for clinical use."
 fi
+exit 0
