@@ -22,6 +22,7 @@ class LayerChoice(QObject):
             (layers.events.inserted, self._on_inserted),
             (layers.events.removed, self._on_removed),
             (layers.events.moved, self.refresh),
+            (layers.events.changed, self._on_replaced),
             (layers.selection.events.active, self._on_active),
         ]
         for emitter, slot in self._connections:
@@ -33,7 +34,7 @@ class LayerChoice(QObject):
         self._on_active()
 
     def layer(self) -> Any:
-        """The chosen Image layer, or None."""
+        """The layer named in the combo (an Image unless something bypassed the list's events), or None."""
         name = self.combo.currentText()
         return self.viewer.layers[name] if name and name in self.viewer.layers else None
 
@@ -53,6 +54,17 @@ class LayerChoice(QObject):
     def _on_removed(self, event: Any) -> None:
         event.value.events.name.disconnect(self.refresh)
         self.removed.emit(event.value)
+        self.refresh()
+
+    def _on_replaced(self, event: Any) -> None:
+        """``viewer.layers[i] = other`` swaps a layer in place (no inserted / removed events)."""
+        old, new = getattr(event, "old_value", None), getattr(event, "value", None)
+        if old is None or new is None or isinstance(old, list) or isinstance(new, list):
+            self.refresh()
+            return
+        old.events.name.disconnect(self.refresh)
+        new.events.name.connect(self.refresh)
+        self.removed.emit(old)
         self.refresh()
 
     def _on_active(self, *_: Any) -> None:

@@ -34,7 +34,8 @@ def image_data(layer: Any) -> Any:
 
 
 def layer_layout(layer: Any) -> str:
-    """"2d", "2d-rgb", "3d" or "3d-rgb" for an Image layer; ValueError naming the problem and the fix."""
+    """"2d", "2d-rgb", "3d" or "3d-rgb": what is segmented of an Image layer (per time point / channel for
+    4D+ layers, see :func:`lead_ndim`); ValueError naming the problem and the fix."""
     from napari.layers import Image
 
     layer = unwrap(layer)
@@ -42,19 +43,56 @@ def layer_layout(layer: Any) -> str:
     if not isinstance(layer, Image):
         raise ValueError(
             f"layer {layer.name!r} is a {kind} layer: LLM4Seg segments Image layers. "
-            "Select an image (2D, RGB or a Z×H×W volume) as input."
+            "Select an image (2D, RGB or a Z×H×W volume) in the layer list or the Image box as input."
         )
-    data = image_data(layer)
-    ndim, rgb = len(data.shape), bool(getattr(layer, "rgb", False))
-    layout = {(2, False): "2d", (3, True): "2d-rgb", (3, False): "3d", (4, True): "3d-rgb"}.get((ndim, rgb))
-    if layout is None:
-        extra = "a time series or multi-channel stack" if ndim >= 4 else "a 1D signal"
+    shape = tuple(image_data(layer).shape)
+    rgb = bool(getattr(layer, "rgb", False))
+    spatial = len(shape) - rgb
+    if spatial < 2:
         raise ValueError(
-            f"layer {layer.name!r} has shape {tuple(data.shape)} ({ndim}D{', RGB' if rgb else ''}), "
-            f"which looks like {extra}: LLM4Seg takes a 2D image, an RGB image, a Z×H×W volume or an RGB stack. "
-            "Pick one time point / channel first (e.g. layer.data[t]) and add it as its own image layer."
+            f"layer {layer.name!r} has shape {shape}, which looks like a 1D signal: LLM4Seg takes a 2D image, "
+            "an RGB image, a Z×H×W volume or a stack of them. Add the data as a 2D image."
         )
-    return layout
+    return ("2d" if spatial == 2 else "3d") + ("-rgb" if rgb else "")
+
+
+def lead_ndim(layer: Any) -> int:
+    """Axes before the segmented volume (time points, channels) of a 4D+ Image layer; 0 otherwise."""
+    return max(0, len(spatial_shape(layer)) - 3)
+
+
+def lead_index(layer: Any, viewer: Any) -> tuple[int, ...]:
+    """Position of the viewer's sliders on the layer's time / channel axes (empty when it has none).
+
+    ValueError when the canvas displays one of those axes (no single time point / channel is shown).
+    """
+    n = lead_ndim(layer)
+    if n == 0:
+        return ()
+    offset = viewer.dims.ndim - layer.ndim
+    on_canvas = sorted(a - offset for a in viewer.dims.displayed if 0 <= a - offset < n)
+    if on_canvas:
+        raise ValueError(
+            f"layer {layer.name!r} has shape {tuple(image_data(layer).shape)} and the canvas displays its axis "
+            f"{on_canvas[0]} (time / channel), so no single time point or channel is shown. Display its last "
+            "axes (napari's 'Transpose' / 'Roll' buttons or the default axis order) and segment again."
+        )
+    point = layer.world_to_data(viewer.dims.point)
+    shape = spatial_shape(layer)
+    return tuple(int(np.clip(round(float(point[i])), 0, shape[i] - 1)) for i in range(n))
+
+
+def describe_lead(layer: Any, lead: tuple[int, ...], viewer: Any = None) -> str:
+    """"t = 3" (axis names of the layer or the viewer when set, else "axis 0 = 3") for a time / channel index."""
+    def named(labels: Any, i: int) -> str:  # napari's default names are axis numbers ('0' or '-4')
+        label = str(labels[i]) if 0 <= i < len(labels) else ""
+        return "" if label in (str(i), str(i - len(labels))) else label
+
+    own = tuple(getattr(layer, "axis_labels", None) or ())
+    world = tuple(getattr(viewer.dims, "axis_labels", None) or ()) if viewer is not None else ()
+    parts = [f"{named(own, i) or named(world, i + len(world) - layer.ndim) or f'axis {i}'} = {value}"
+             for i, value in enumerate(lead)]
+    return ", ".join(parts)
 
 
 def spatial_shape(layer: Any) -> tuple[int, ...]:
@@ -64,9 +102,10 @@ def spatial_shape(layer: Any) -> tuple[int, ...]:
 
 
 def current_z(layer: Any, viewer: Any) -> int:
-    """Index along the layer's first axis of the slice shown in the viewer (clipped to the data)."""
-    z = float(layer.world_to_data(viewer.dims.point)[0])
-    return int(np.clip(round(z), 0, spatial_shape(layer)[0] - 1))
+    """Index along the layer's z axis (the first after any time / channel axes) of the slice shown."""
+    axis = lead_ndim(layer)
+    z = float(layer.world_to_data(viewer.dims.point)[axis])
+    return int(np.clip(round(z), 0, spatial_shape(layer)[axis] - 1))
 
 
 def class_colormap(n_classes: int) -> dict[int | None, tuple[float, ...]]:
@@ -127,11 +166,17 @@ def set_info(layer: Any, info: dict[str, Any]) -> None:
     layer.metadata = {**layer.metadata, META_KEY: meta}
 
 
-def slice_digests(data: np.ndarray) -> list[bytes]:
-    """A digest per slice along the first axis (one for a 2D image): cheap edit detection."""
+def flat_slices(data: Any) -> np.ndarray:
+    """``data`` as a stack of 2D slices (N, H, W): all leading axes flattened (a view when contiguous)."""
     data = np.asarray(data)
-    blocks = [data] if data.ndim == 2 else list(data)
-    return [hashlib.blake2b(np.ascontiguousarray(b).tobytes(), digest_size=16).digest() for b in blocks]
+    return data.reshape(-1, *data.shape[-2:])
+
+
+def slice_digests(data: Any, indices: Any = None) -> list[bytes]:
+    """A digest per 2D slice of :func:`flat_slices` (one for a 2D image; only ``indices`` if given)."""
+    flat = flat_slices(data)
+    picked = range(len(flat)) if indices is None else indices
+    return [hashlib.blake2b(np.ascontiguousarray(flat[i]).tobytes(), digest_size=16).digest() for i in picked]
 
 
 def z_slices(shape: tuple[int, ...], z_range: tuple[int, int] | None) -> list[int]:

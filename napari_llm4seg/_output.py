@@ -3,6 +3,10 @@
 Only layers created here are ever written to. A re-run writes the changed voxels with
 ``Labels.data_setitem`` inside ``Labels.block_history()``: one step in napari's undo history (Ctrl+Z).
 Edits are detected by comparing a digest per slice with the digest of what was last written.
+
+Slices are counted along all axes but the last two flattened (``_layers.flat_slices``). A layer with time /
+channel axes (T, Z, Y, X) gets a full-size output of which each run writes one block ``lead`` (a time point):
+slice numbers passed in are then local to that block.
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import labels_kwargs, set_classes, set_info, slice_digests
+from ._layers import flat_slices, labels_kwargs, set_classes, set_info, slice_digests, spatial_shape
 
 REPLACE, UNEDITED, CANCEL = "replace", "unedited", "cancel"
 
@@ -25,7 +29,7 @@ class OutputRecord:
     digests: list[bytes]
     raw: np.ndarray | None = None  # last model output before post-processing (full shape)
     classes: list[str] = field(default_factory=list)
-    written: set[int] = field(default_factory=set)  # slices ever written (for z-range / current-slice runs)
+    written: set[int] = field(default_factory=set)  # flat slices ever written (z-range / current-slice runs)
 
     @property
     def layer(self) -> Any:
@@ -56,11 +60,12 @@ class OutputTracker:
         return record
 
     @staticmethod
-    def edited_slices(record: OutputRecord, slices: list[int] | None = None) -> set[int]:
-        """Slices (of ``slices``, default all) whose content differs from what was last written."""
-        now = slice_digests(record.layer.data)
-        candidates = range(len(now)) if slices is None else slices
-        return {i for i in candidates if now[i] != record.digests[i]}
+    def edited_slices(record: OutputRecord, slices: list[int] | None = None, lead: tuple[int, ...] = ()) -> set[int]:
+        """Slices (of ``slices`` in block ``lead``, default all) whose content differs from what was written."""
+        off = block_offset(tuple(record.layer.data.shape), lead)
+        candidates = range(len(record.digests)) if slices is None else [off + z for z in slices]
+        now = slice_digests(record.layer.data, candidates)
+        return {z - off for z, digest in zip(candidates, now) if digest != record.digests[z]}
 
     def write(
         self,
@@ -72,28 +77,34 @@ class OutputTracker:
         slices: list[int],
         plan: WritePlan,
         raw: np.ndarray | None = None,
+        lead: tuple[int, ...] = (),
     ) -> tuple[Any, int, list[int]]:
-        """Write ``labels`` (full shape; only ``slices`` are used) for ``source``.
+        """Write ``labels`` (the shape of block ``lead`` of the output; only ``slices`` are used) for ``source``.
 
         Returns (layer, voxels changed, edited slices that were kept).
 
         Creates the output layer on first use; otherwise changes the slices of the range as one undoable step,
         skipping every slice the user edited unless ``plan.authorised`` lists it (edits are never lost).
         """
-        shape = tuple(labels.shape)
-        record = self.record_for(source, shape)
+        full = tuple(spatial_shape(source)) if lead else tuple(labels.shape)
+        if full[len(lead):] != tuple(labels.shape):
+            raise ValueError(f"labels of shape {labels.shape} do not fit block {lead} of an output of shape {full}")
+        off = block_offset(full, lead)
+        record = self.record_for(source, full)
         if record is None:
-            return self._create(source, labels, classes, info, slices, raw), int(np.count_nonzero(labels)), []
-        protected = self.edited_slices(record, slices) - plan.authorised
+            stored = None if raw is None else _full(raw, full, lead) if lead else raw.copy()
+            layer = self._create(source, _full(labels, full, lead), classes, info, [off + z for z in slices], stored)
+            return layer, int(np.count_nonzero(labels)), []
+        protected = self.edited_slices(record, slices, lead) - plan.authorised
         targets = [z for z in slices if z not in protected]
         layer = record.layer
-        changed = self._apply(layer, labels, targets)
-        now = slice_digests(layer.data)
-        for z in targets:
-            record.digests[z] = now[z]
-        record.written.update(targets)
+        changed = self._apply(layer, labels, targets, off)
+        flat_targets = [off + z for z in targets]
+        for z, digest in zip(flat_targets, slice_digests(layer.data, flat_targets)):
+            record.digests[z] = digest
+        record.written.update(flat_targets)
         if raw is not None:
-            self._store_raw(record, raw, targets)
+            self._store_raw(record, raw, targets, off)
         if list(classes) != record.classes:
             set_classes(layer, list(classes), info)  # also recolours: only when the classes change
             record.classes = list(classes)
@@ -102,46 +113,57 @@ class OutputTracker:
         return layer, changed, sorted(protected)
 
     def _create(self, source: Any, labels: np.ndarray, classes: list[str], info: dict[str, Any],
-                slices: list[int], raw: np.ndarray | None) -> Any:
+                flat: list[int], raw: np.ndarray | None) -> Any:
         viewer = self._viewer_ref()
         layer = viewer.add_labels(labels, **labels_kwargs(source, list(classes), info))
         record = OutputRecord(weakref.ref(layer), slice_digests(layer.data), classes=list(classes),
-                              written=set(slices))
-        if raw is not None:
-            record.raw = raw.copy()
+                              written=set(flat))
+        record.raw = raw
         self._records[source] = record
         return layer
 
     @staticmethod
-    def _store_raw(record: OutputRecord, raw: np.ndarray, targets: list[int]) -> None:
-        if record.raw is None or record.raw.shape != raw.shape:
-            record.raw = np.zeros_like(raw)
-        if raw.ndim == 2:
-            record.raw[...] = raw
-        else:
-            record.raw[targets] = raw[targets]
+    def _store_raw(record: OutputRecord, raw: np.ndarray, targets: list[int], off: int) -> None:
+        full = tuple(record.layer.data.shape)
+        if record.raw is None or record.raw.shape != full:
+            record.raw = np.zeros(full, raw.dtype)
+        zs = np.asarray(targets, dtype=np.intp)
+        flat_slices(record.raw)[off + zs] = flat_slices(raw)[zs]
 
     @staticmethod
-    def _apply(layer: Any, labels: np.ndarray, targets: list[int]) -> int:
-        """Write ``labels`` into ``layer`` on ``targets`` slices as one undo step; return voxels changed."""
+    def _apply(layer: Any, labels: np.ndarray, targets: list[int], off: int = 0) -> int:
+        """Write ``labels`` into ``layer`` on ``targets`` slices (of the block starting at flat slice ``off``)
+        as one undo step; return voxels changed."""
         if not targets:
             return 0
-        current = np.asarray(layer.data)
-        if labels.ndim == 2:
-            diff = current != labels
-            index = np.nonzero(diff)
-            values = labels[index]
-        else:
-            zs = np.asarray(targets)
-            diff = current[zs] != labels[zs]
-            local = np.nonzero(diff)
-            index = (zs[local[0]], local[1], local[2])
-            values = labels[index]
+        full = tuple(layer.data.shape)
+        current, new = flat_slices(layer.data), flat_slices(labels)
+        zs = np.asarray(targets, dtype=np.intp)
+        local = np.nonzero(current[off + zs] != new[zs])
+        values = new[zs[local[0]], local[1], local[2]]
         if values.size == 0:
             return 0
+        lead = np.unravel_index(off + zs[local[0]], full[:-2]) if len(full) > 2 else ()
         with layer.block_history():
-            layer.data_setitem(index, values.astype(layer.data.dtype, copy=False))
+            layer.data_setitem((*lead, local[1], local[2]), values.astype(layer.data.dtype, copy=False))
         return int(values.size)
+
+
+def block_offset(full: tuple[int, ...], lead: tuple[int, ...]) -> int:
+    """Flat slice index (see ``flat_slices``) of the first slice of block ``lead`` of an array of shape ``full``."""
+    if not lead:
+        return 0
+    per_block = int(np.prod(full[len(lead):-2], dtype=np.int64))
+    return int(np.ravel_multi_index(lead, full[:len(lead)])) * per_block
+
+
+def _full(block: np.ndarray, full: tuple[int, ...], lead: tuple[int, ...]) -> np.ndarray:
+    """``block`` placed at ``lead`` in zeros of shape ``full`` (``block`` itself when there is no lead)."""
+    if not lead:
+        return block
+    out = np.zeros(full, block.dtype)
+    out[lead] = block
+    return out
 
 
 def ask_about_edits(parent: Any, layer_name: str, edited: int, total: int) -> str:

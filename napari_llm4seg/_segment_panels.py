@@ -12,7 +12,6 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
-    
     QLabel,
     QProgressBar,
     QPushButton,
@@ -25,11 +24,12 @@ from llm4seg.cardtext import card_summary, card_text
 from llm4seg.postprocess import PostprocessOptions
 from llm4seg.preprocess import WINDOWS, looks_like_ct
 
-from ._layers import image_data, layer_layout, spatial_shape
+from ._layers import image_data, layer_layout, lead_ndim, spatial_shape
 from ._qtutil import WARN_STYLE as _WARN_STYLE
 from ._qtutil import row as _row
 
 BROWSE = "__browse__"
+IN_MEMORY_ROLE = Qt.ItemDataRole.UserRole + 1  # marks the checkpoint entry of a model that has no file
 WINDOW_CARD, WINDOW_CUSTOM = "__card__", "__custom__"
 SCOPE_ALL, SCOPE_SLICE, SCOPE_RANGE = "all", "slice", "range"
 _KINDS = {"2d": "2D image", "2d-rgb": "RGB image", "3d": "volume, slice by slice", "3d-rgb": "RGB stack"}
@@ -93,6 +93,21 @@ class ModelPanel(QGroupBox):
         self.checkpoint.addItem("Browse…", BROWSE)
         self.select(current)
         self.checkpoint.blockSignals(False)
+
+    def show_in_memory(self, name: str) -> None:
+        """List and select a model that has no file (e.g. just fine-tuned), replacing an earlier such entry."""
+        box = self.checkpoint
+        box.blockSignals(True)
+        for i in reversed(range(box.count())):
+            if box.itemData(i, IN_MEMORY_ROLE):
+                box.removeItem(i)
+        index = max(0, box.count() - 1)  # before Browse…
+        box.insertItem(index, f"{name} (in memory)", name)
+        box.setItemData(index, True, IN_MEMORY_ROLE)
+        box.setItemData(index, f"{name}: not saved to a file (save it from the Fine-tune widget to keep it).",
+                        Qt.ItemDataRole.ToolTipRole)
+        box.setCurrentIndex(index)
+        box.blockSignals(False)
 
     def select(self, value: str) -> None:
         index = self.checkpoint.findData(value)
@@ -195,10 +210,13 @@ class InputPanel(QGroupBox):
             self.show_window(False)
             self.set_volume(0)
             return
-        self.info.setText(f"{' × '.join(map(str, data.shape))} {data.dtype} ({_KINDS[layout]})")
+        lead = lead_ndim(layer)
+        kind = _KINDS[layout] if not lead else (
+            f"time series / channels: the time point or channel shown in the viewer, {_KINDS[layout]}")
+        self.info.setText(f"{' × '.join(map(str, data.shape))} {data.dtype} ({kind})")
         ct = isinstance(data, np.ndarray) and looks_like_ct(data)
         self.show_window(bool(ct or card_window))
-        self.set_volume(spatial_shape(layer)[0] if layout.startswith("3d") else 0)
+        self.set_volume(spatial_shape(layer)[lead] if layout.startswith("3d") else 0)
 
     # --- CT window -------------------------------------------------------------------------------------
     def set_card_window(self, window: tuple[float, float] | None) -> None:

@@ -6,17 +6,19 @@ never over slices the user edited without asking.
 """
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from napari.layers import Image
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QKeySequence, QShortcut
-from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from llm4seg import device as _device
 from llm4seg.events import CancelToken, Log, Progress
@@ -24,12 +26,17 @@ from llm4seg.models import DEFAULT_NAME, list_models
 from llm4seg.postprocess import MODES, PostprocessOptions
 
 from . import _output, _workers
+from . import _segment_messages as msg
 from ._layer_choice import LayerChoice
-from ._layers import current_z, image_data, layer_layout, spatial_shape, unwrap, z_slices
-from ._segment_panels import BROWSE, SCOPE_RANGE, SCOPE_SLICE, InputPanel, ModelPanel, PostPanel, RunBar
+from ._layers import (
+    current_z, describe_lead, image_data, layer_layout, lead_index, spatial_shape, unwrap, z_slices,
+)
+from ._segment_model import CheckpointMixin
+from ._segment_panels import SCOPE_RANGE, SCOPE_SLICE, InputPanel, ModelPanel, PostPanel, RunBar
 from ._settings import WidgetSettings
 
 SHORTCUT = "Ctrl+Shift+R"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,13 +48,17 @@ class _Run:
     plan: _output.WritePlan
     options: PostprocessOptions
     info: dict[str, Any]
+    lead: tuple[int, ...] = ()  # time point / channel of a 4D+ layer
+    shape: tuple[int, ...] = ()  # the layer's label shape when the run started
+    where: str = ""  # " at t = 3" for a 4D+ layer
     cancel: CancelToken = field(default_factory=CancelToken)
     pbar: Any = None
     reason: str = ""  # why it was cancelled, when not by the user
 
 
-class SegmentWidget(QWidget):
-    """Segment the active Image layer with an LLM4Seg checkpoint (2D, RGB, CT volumes; slice, range or all)."""
+class SegmentWidget(CheckpointMixin, QWidget):
+    """Segment the active Image layer with an LLM4Seg checkpoint (2D, RGB, CT volumes, the shown time point /
+    channel of 4D layers; slice, range or all)."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -60,6 +71,7 @@ class SegmentWidget(QWidget):
         self.model_name = ""
         self.last_outcome: _workers.JobOutcome | None = None
         self._loading: str | None = None
+        self._in_memory: tuple[str, Any] | None = None  # the model without a file listed in the combo
         self._job: Any = None
         self._run: _Run | None = None
         self._preview_job: Any = None
@@ -122,64 +134,6 @@ class SegmentWidget(QWidget):
         self.activity.setChecked(s.get("activity", False))
         self.load_checkpoint(wanted)
 
-    # --- model -------------------------------------------------------------------------------------------
-    def load_checkpoint(self, value: str) -> None:
-        """Load a checkpoint (name, file path, or BROWSE to pick a file) in a worker thread."""
-        if value == BROWSE:
-            start = str(Path(self.settings.get("last_dir", str(Path.home()))))
-            path, _ = QFileDialog.getOpenFileName(self, "Open an LLM4Seg checkpoint", start,
-                                                  "LLM4Seg checkpoints (*.safetensors);;All files (*)")
-            if not path:
-                self.model_panel.select(self.model_name or self._loading or DEFAULT_NAME)
-                return
-            self.settings.set("last_dir", str(Path(path).parent))
-            value = path
-        self._loading = value
-        self.model_panel.show_loading(Path(value).name if Path(value).suffix else value)
-        self._set_status(f"Loading checkpoint {value}…")
-        self._update_buttons()
-        unfreeze = partial(_workers.unfreeze_gc, _workers.freeze_gc())  # see freeze_gc: no GUI stalls
-        _workers.start(_workers.load_named, value,
-                       connect={"returned": self._on_loaded, "errored": self._on_error, "finished": unfreeze})
-
-    def _on_loaded(self, loaded: tuple[str, Any]) -> None:
-        value, model = loaded
-        if value != self._loading:
-            return  # a later choice superseded this one
-        self._loading = None
-        if isinstance(model, BaseException):
-            self._on_load_error(value, model)
-        else:
-            self.set_model(model, value)
-
-    def _on_load_error(self, value: str, exc: BaseException) -> None:
-        show_error(f"LLM4Seg could not load checkpoint {value!r}: {exc}")
-        self._set_status(f"Loading {value!r} failed: {exc}")
-        if self.model is not None:
-            self.model_panel.select(self.model_name)
-            self.model_panel.show_card(self.model.card)
-        self._update_buttons()
-
-    def set_model(self, model: Any, name: str = "in-memory model") -> None:
-        """Use ``model`` (an LLM4Seg with ``.card``) from now on, e.g. a freshly fine-tuned one."""
-        self.model, self.model_name = model, name
-        if Path(name).suffix == ".safetensors":
-            self.model_panel.set_choices(self.model_panel.names, self.settings.add_recent("recent", name), name)
-        if self.model_panel.checkpoint.findData(name) >= 0:
-            self.model_panel.select(name)
-            self.settings.set("checkpoint", name)
-        self.model_panel.show_card(model.card)
-        self.input_panel.set_card_window(model.card.preprocess.window)
-        self._on_input_changed()
-        self._set_status(f"Model ready: {model.card.name}.")
-        self._update_buttons()
-
-    def _on_device(self, text: str) -> None:
-        dev, note = _workers.pick_device(text)
-        self.model_panel.device_used.setText(f"→ {dev}" + (" (fallback)" if note else ""))
-        self.model_panel.device_used.setToolTip(note or "The device the model actually runs on.")
-        self.settings.set("device", text)
-
     # --- input ----------------------------------------------------------------------------------------
     def input_layer(self) -> Any:
         """The Image layer chosen as input, or None."""
@@ -210,40 +164,53 @@ class SegmentWidget(QWidget):
             return False
         layer = unwrap(layer) if layer is not None else self.input_layer()
         if layer is None:
-            show_warning("Nothing to segment: open an image (File > Open, or File > Open Sample > LLM4Seg) "
-                         "and select it in the layer list.")
+            active = self.viewer.layers.selection.active
+            show_warning(msg.no_input(None if active is None or isinstance(active, Image) else active))
             return False
         try:
             layout = layer_layout(layer)
+            lead = lead_index(layer, self.viewer)
         except ValueError as exc:
-            show_error(str(exc))
+            show_error(f"LLM4Seg: {exc}")
+            self._set_status(f"Nothing segmented: {exc}")
             return False
-        shape = spatial_shape(layer)
+        full = spatial_shape(layer)
         z_range = self._z_range(layer) if layout.startswith("3d") else None
-        slices = z_slices(shape, z_range)
+        slices = z_slices(full[len(lead):], z_range)
         plan = _output.WritePlan()
-        record = self.outputs.record_for(layer, shape)
-        if record is not None and not self._ask_edits(record, slices, plan):
+        record = self.outputs.record_for(layer, full)
+        if record is not None and not self._ask_edits(record, slices, plan, lead):
             return False
         opts = self.post_panel.options()
         info = {"checkpoint": self.model_name, "model": self.model.card.name, "classes": list(self.model.card.classes),
                 "source_layer": layer.name, "postprocessing": opts.to_dict(), "window": self.input_panel.window_value(),
-                "z_range": list(z_range) if z_range else None}
-        run = _Run(weakref.ref(layer), slices, plan, opts, info)
+                "z_range": list(z_range) if z_range else None, "index": list(lead) if lead else None}
+        shown = describe_lead(layer, lead, self.viewer) if lead else ""
+        where = f" at {shown}" if lead else ""
+        run = _Run(weakref.ref(layer), slices, plan, opts, info, lead=lead, shape=full, where=where)
+        if lead:
+            show_info(msg.lead_note(layer.name, shown))
         if self.activity.isChecked():
             run.pbar = progress(total=len(slices), desc=f"LLM4Seg: {layer.name}")
         self._run = run
         self.bar.set_progress(0, len(slices))
-        self._set_status(f"Segmenting {layer.name!r} ({len(slices)} slice{'s' * (len(slices) > 1)})…")
+        self._set_status(f"Segmenting {layer.name!r}{where} ({len(slices)} slice{'s' * (len(slices) > 1)})…")
         # stop the job if the widget is deleted mid-run; the GC freeze is undone even then (plain callable)
         self.destroyed.connect(run.cancel.cancel)
         unfreeze = partial(_workers.unfreeze_gc, _workers.freeze_gc())
-        self._job = _workers.start(
-            _workers.segment_job, image_data(layer), self.model, device=self.model_panel.device.currentText(),
-            options=opts, volume=True if layout == "3d" else None, z_range=z_range,
-            window=info["window"], cancel=run.cancel,
-            connect={"yielded": self._on_event, "returned": self._on_done, "errored": self._on_error,
-                     "finished": [self._on_finished, unfreeze]})
+        try:
+            data = image_data(layer)
+            self._job = _workers.start(
+                _workers.segment_job, data[lead] if lead else data, self.model,
+                device=self.model_panel.device.currentText(), options=opts, volume=True if layout == "3d" else None,
+                z_range=z_range, window=info["window"], cancel=run.cancel,
+                connect={"yielded": self._on_event, "returned": self._on_done, "errored": self._on_error,
+                         "finished": [self._on_finished, unfreeze]})
+        except Exception as exc:  # noqa: BLE001 - e.g. reading a lazy (dask / zarr) array failed
+            unfreeze()
+            self._on_error(exc)
+            self._on_finished()
+            return False
         self._update_buttons()
         return True
 
@@ -256,9 +223,10 @@ class SegmentWidget(QWidget):
             return self.input_panel.z_range()
         return None
 
-    def _ask_edits(self, record: _output.OutputRecord, slices: list[int], plan: _output.WritePlan) -> bool:
-        """If the user edited the output on ``slices``, ask; False means cancel."""
-        edited = self.outputs.edited_slices(record, slices)
+    def _ask_edits(self, record: _output.OutputRecord, slices: list[int], plan: _output.WritePlan,
+                   lead: tuple[int, ...] = ()) -> bool:
+        """If the user edited the output on ``slices`` (of block ``lead``), ask; False means cancel."""
+        edited = self.outputs.edited_slices(record, slices, lead)
         if not edited:
             return True
         answer = _output.ask_about_edits(self, record.layer.name, len(edited), len(slices))
@@ -301,12 +269,22 @@ class SegmentWidget(QWidget):
             show_warning("LLM4Seg: the input layer was removed during the run; the result was discarded.")
             self._set_status("Input layer removed: nothing was written.")
             return
+        if spatial_shape(source) != run.shape:
+            show_warning(msg.shape_changed(source.name))
+            self._set_status("Input changed shape: nothing was written.")
+            return
         result = outcome.result
         info = {**run.info, "device": outcome.device, "seconds": round(result.seconds, 2)}
-        existed = self.outputs.record_for(source, outcome.labels.shape) is not None
-        layer, changed, kept = self.outputs.write(source, outcome.labels, result.classes, info,
-                                                  slices=run.slices, plan=run.plan, raw=result.labels)
-        done = f"Segmented {source.name!r} in {result.seconds:.1f} s on {outcome.device}"
+        existed = self.outputs.record_for(source, run.shape) is not None
+        try:
+            layer, changed, kept = self.outputs.write(source, outcome.labels, result.classes, info, slices=run.slices,
+                                                      plan=run.plan, raw=result.labels, lead=run.lead)
+        except Exception as exc:  # noqa: BLE001 - e.g. no memory left for the output layer
+            log.error("writing the segmentation failed", exc_info=exc)
+            show_error(msg.write_failed(source.name, exc))
+            self._set_status(f"Writing the result failed ({msg.describe(exc)}).")
+            return
+        done = f"Segmented {source.name!r}{run.where} in {result.seconds:.1f} s on {outcome.device}"
         if existed:
             note = f"; {len(kept)} edited slice(s) kept as you drew them" if kept else ""
             self._set_status(f"{done}: {changed} voxels changed in {layer.name!r}{note} (Ctrl+Z on it undoes).")
@@ -316,10 +294,10 @@ class SegmentWidget(QWidget):
             self._preview_timer.start()
 
     def _on_error(self, exc: BaseException) -> None:
-        oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
-        hint = " Segment a smaller scope (current slice or a z-range)." if oom else ""
-        show_error(f"LLM4Seg segmentation failed ({type(exc).__name__}): {exc}.{hint}")
-        self._set_status(f"Segmentation failed: {exc}.{hint}")
+        log.error("segmentation failed", exc_info=exc)
+        source = self._run.info["source_layer"] if self._run is not None else "the image"
+        show_error(msg.run_failed(source, exc))
+        self._set_status(f"Segmentation failed ({msg.describe(exc)}): nothing was written. {msg.what_to_do(exc)}")
 
     def _on_finished(self) -> None:
         run, self._run, self._job = self._run, None, None

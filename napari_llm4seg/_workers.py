@@ -6,7 +6,9 @@ returns a :class:`JobOutcome`.
 """
 from __future__ import annotations
 
+import functools
 import gc
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generator
 
@@ -71,9 +73,15 @@ def _forward(events: Generator) -> Generator[Any, None, SegmentationResult | Non
 
 
 def clean(labels: np.ndarray, options: PostprocessOptions, z_range: tuple[int, int] | None) -> np.ndarray:
-    """Post-process ``labels`` (only the slices of ``z_range`` for a volume run on a sub-range)."""
+    """Post-process ``labels`` (only the slices of ``z_range`` for a volume run on a sub-range; each time point /
+    channel of a 4D+ output on its own)."""
     if not options.active:
         return labels
+    if labels.ndim > 3:
+        out = np.empty_like(labels)
+        for index in np.ndindex(*labels.shape[:-3]):
+            out[index] = clean(labels[index], options, z_range)
+        return out
     if labels.ndim == 2 or z_range is None:
         return postprocess(labels, options)
     out = labels.copy()
@@ -144,9 +152,58 @@ def unfreeze_gc(frozen: bool) -> None:
         gc.unfreeze()
 
 
+class JobRuntimeError(Exception):
+    """Carries a RuntimeError raised by a generator job past superqt (see :func:`start`)."""
+
+    def __init__(self, original: RuntimeError) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+def _carry_runtime_errors(func: Callable) -> Callable:
+    @functools.wraps(func)
+    def job(*args: Any, **kwargs: Any) -> Generator:
+        try:
+            return (yield from func(*args, **kwargs))
+        except RuntimeError as exc:
+            raise JobRuntimeError(exc) from exc
+
+    return job
+
+
+def _unwrapped(handler: Callable) -> Callable:
+    return lambda exc: handler(exc.original if isinstance(exc, JobRuntimeError) else exc)
+
+
 def start(func: Callable, *args: Any, connect: dict[str, Callable | list[Callable]], **kwargs: Any) -> Any:
     """Run ``func(*args, **kwargs)`` in a napari worker thread; ``connect`` maps signal names to handlers
-    (connected before the thread starts); return the worker."""
+    (connected before the thread starts); return the worker.
+
+    superqt's generator workers take a RuntimeError raised by the generator for a deleted worker: they emit
+    neither ``errored`` nor ``finished`` (the caller would wait forever), and torch reports most failures as
+    RuntimeError. Generator jobs therefore raise it wrapped, and ``errored`` handlers get the original.
+    Function jobs drop their arguments once called (see :func:`_releasing`).
+    """
     from napari.qt.threading import create_worker
 
-    return create_worker(func, *args, _connect=connect, _start_thread=True, **kwargs)
+    if not inspect.isgeneratorfunction(func):  # a generator's arguments go with its frame when it ends
+        return create_worker(_releasing(func, args, kwargs), _connect=connect, _start_thread=True)
+    errored = connect.get("errored")
+    if errored is not None:
+        handlers = errored if isinstance(errored, list) else [errored]
+        connect = {**connect, "errored": [_unwrapped(h) for h in handlers]}
+    return create_worker(_carry_runtime_errors(func), *args, _connect=connect, _start_thread=True, **kwargs)
+
+
+def _releasing(func: Callable, args: tuple, kwargs: dict) -> Callable[[], Any]:
+    """``func`` bound to its arguments, dropped once it is called: napari's task list keeps every worker (and
+    a function worker's arguments, e.g. a whole label volume) alive as long as the window."""
+    held = [args, kwargs]
+
+    @functools.wraps(func)
+    def call() -> Any:
+        a, k = held
+        held.clear()
+        return func(*a, **k)
+
+    return call

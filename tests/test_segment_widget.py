@@ -240,6 +240,7 @@ def test_errors_become_notifications(make_widget, qtbot, notes):
     assert not widget.run(points)
     viewer.add_image(np.zeros((2, 3, 16, 16), np.uint8), name="4d")
     assert "time series" in widget.input_panel.info.text()
+    viewer.dims.order = (2, 3, 0, 1)  # time and z on the canvas: no single time point is shown
     assert not widget.run()
     messages = " ".join(m for _, m in notes())
     assert "Nothing to segment" in messages and "Points layer" in messages and "time point" in messages

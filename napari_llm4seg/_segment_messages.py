@@ -1,0 +1,59 @@
+"""What the Segment widget tells the user when something goes wrong: the problem, then what to do."""
+from __future__ import annotations
+
+from typing import Any
+
+OPEN_IMAGE = "open an image (File > Open, or File > Open Sample > LLM4Seg) and select it in the layer list"
+
+
+def is_oom(exc: BaseException) -> bool:
+    """Out of memory, on the CPU (MemoryError) or a GPU (torch's 'out of memory' errors)."""
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+def describe(exc: BaseException) -> str:
+    """'RuntimeError: message' (without a trailing full stop), or just the type for an empty message."""
+    text = str(exc).strip().rstrip(".")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def what_to_do(exc: BaseException) -> str:
+    """The advice that goes with a failed run."""
+    if is_oom(exc):
+        return ("Not enough memory: segment a smaller scope (current slice or a z-range), choose the CPU device "
+                "or close other programs, then segment again.")
+    return "Check the input image and the checkpoint (or choose the CPU device), then segment again."
+
+
+def run_failed(source: str, exc: BaseException) -> str:
+    return f"LLM4Seg: segmenting {source!r} failed ({describe(exc)}). Nothing was written. {what_to_do(exc)}"
+
+
+def write_failed(source: str, exc: BaseException) -> str:
+    return (f"LLM4Seg could not add the segmentation of {source!r} to the viewer ({describe(exc)}). "
+            f"{what_to_do(exc)}")
+
+
+def no_input(active: Any) -> str:
+    """Nothing to segment; names the selected layer when it is not an image."""
+    text = f"Nothing to segment: {OPEN_IMAGE}."
+    if active is not None:
+        text += f" The selected layer {active.name!r} is a {type(active).__name__} layer; LLM4Seg segments images."
+    return text
+
+
+def load_failed(value: str, exc: BaseException, still: str | None) -> str:
+    keep = (f"The model in use is still {still!r}." if still
+            else "No model is loaded: choose another checkpoint in the Model box.")
+    return f"LLM4Seg could not load checkpoint {value!r}: {describe(exc)}. {keep}"
+
+
+def lead_note(source: str, where: str) -> str:
+    """A 4D+ layer is segmented at the time point / channel the viewer shows."""
+    return (f"LLM4Seg: {source!r} has time / channel axes; segmenting the time point / channel shown in the "
+            f"viewer ({where}). Move the slider and segment again for another one.")
+
+
+def shape_changed(source: str) -> str:
+    return (f"LLM4Seg: the data of {source!r} changed shape during the run; the result was discarded. "
+            "Segment it again.")
