@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             e["default"] = False
     entries.append({"name": args.name, "file": out.name, "sha256": file_sha256(out), "task": args.task,
                     "default": bool(args.default)})
+    entries.sort(key=lambda e: (not e["default"], e["name"]))  # the default first
     registry_path.write_text(json.dumps({"models": entries}, indent=2) + "\n")
     print(f"shipped {out} ({out.stat().st_size / 1e6:.1f} MB, frozen layer {chosen})")
     return 0

@@ -255,7 +255,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                    "state_file": str(result.state_file) if result.state_file else None, "steps": result.steps,
                    "best_step": result.best_step, "seconds": round(result.seconds, 1), **result.metrics}
         if args.json:
-            print(json.dumps(_jsonable(summary)))
+            print(json.dumps(_jsonable({**summary, "history": result.history})))
         else:
             best = f", best val IoU {result.metrics['val_iou']:.4f} at step {result.best_step}" if result.metrics else ""
             print(f"{result.status}: {result.steps} steps in {result.seconds:.1f} s{best}; wrote {result.checkpoint}")
