@@ -57,3 +57,23 @@ def lead_note(source: str, where: str) -> str:
 def shape_changed(source: str) -> str:
     return (f"LLM4Seg: the data of {source!r} changed shape during the run; the result was discarded. "
             "Segment it again.")
+
+
+def modality_hint(source: str, image: Any, card: Any, window: Any) -> str | None:
+    """A warning when a CT volume (Hounsfield units) meets a model that was not trained on CT, or the reverse."""
+    import numpy as np
+
+    from llm4seg.preprocess import looks_like_ct
+
+    if not isinstance(image, np.ndarray) or card is None:
+        return None
+    trained_on_ct = bool((card.preprocessing or {}).get("window"))
+    if looks_like_ct(image) and not trained_on_ct and window is None:
+        return (f"LLM4Seg: {source!r} looks like CT (Hounsfield units), but the model {card.name!r} was not trained "
+                "on CT (its card has no CT window), so expect a poor mask. Choose a CT model such as 'ct-liver' in "
+                "the Model box, or fine-tune this one on a few labelled slices.")
+    if trained_on_ct and image.dtype == np.uint8:
+        return (f"LLM4Seg: the model {card.name!r} was trained on CT in Hounsfield units, but {source!r} is an 8-bit "
+                "image, so expect a poor mask. Choose a model trained on this kind of image (e.g. 'busi-lesion' "
+                "for ultrasound).")
+    return None

@@ -190,6 +190,9 @@ class SegmentWidget(CheckpointMixin, QWidget):
         run = _Run(weakref.ref(layer), slices, plan, opts, info, lead=lead, shape=full, where=where)
         if lead:
             show_info(msg.lead_note(layer.name, shown))
+        hint = msg.modality_hint(layer.name, layer.data, self.model.card, info["window"])
+        if hint:
+            show_warning(hint)
         if self.activity.isChecked():
             run.pbar = progress(total=len(slices), desc=f"LLM4Seg: {layer.name}")
         self._run = run

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.metrics:
         held = json.loads(args.metrics.read_text())
         ref.card.metrics = {**ref.card.metrics, **{f"heldout_{k}": held[k] for k in
-                                                   ("iou", "dice", "sensitivity", "precision", "n") if k in held}}
+                                                   ("iou", "dice", "iou_pooled", "dice_pooled", "sensitivity", "precision", "n")
+                                                   if k in held}}
     images = check_images(args.images)
     chosen, report = None, {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -286,3 +286,21 @@ def test_cancel_and_failure_leave_layers_untouched_and_undo_restores(make_widget
     assert labels_layers(viewer) == [mine, out]
     assert image.data is vol and np.array_equal(vol, originals[0]) and np.array_equal(mine.data, originals[1])
     assert sum("nothing was written" in m.lower() for _, m in notes()) >= 4
+
+
+def test_image_and_model_of_different_modalities_warn(make_widget, qtbot, notes):
+    viewer, widget = make_widget()  # a model without a CT window, like the ultrasound default
+    img, _ = disk()
+    viewer.add_image(img.astype(np.uint8), name="us")
+    assert widget.run()
+    wait_idle(qtbot, widget)
+    assert not [text for _, text in notes() if "looks like CT" in text or "Hounsfield" in text]
+    viewer.add_image(ct_volume()[0], name="ct")
+    assert widget.run()
+    wait_idle(qtbot, widget)
+    assert [t for level, t in notes() if level == "warning" and "'ct' looks like CT" in t and "'ct-liver'" in t]
+    viewer2, ct_widget = make_widget(ThresholdModel(window=(40.0, 400.0)))
+    viewer2.add_image(img.astype(np.uint8), name="us2")
+    assert ct_widget.run()
+    wait_idle(qtbot, ct_widget)
+    assert [t for level, t in notes() if level == "warning" and "trained on CT" in t and "'us2'" in t]
