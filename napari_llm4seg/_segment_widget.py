@@ -287,6 +287,8 @@ class SegmentWidget(CheckpointMixin, QWidget):
             show_error(msg.write_failed(source.name, exc))
             self._set_status(f"Writing the result failed ({msg.describe(exc)}).")
             return
+        for note in getattr(result, "notes", []):  # e.g. a very large image was downscaled for the network
+            show_info(f"LLM4Seg: {source.name!r}: {note}.")
         done = f"Segmented {source.name!r}{run.where} in {result.seconds:.1f} s on {outcome.device}"
         if existed:
             note = f"; {len(kept)} edited slice(s) kept as you drew them" if kept else ""

@@ -304,3 +304,15 @@ def test_image_and_model_of_different_modalities_warn(make_widget, qtbot, notes)
     assert ct_widget.run()
     wait_idle(qtbot, ct_widget)
     assert [t for level, t in notes() if level == "warning" and "trained on CT" in t and "'us2'" in t]
+
+
+def test_very_large_image_is_downscaled_and_says_so(make_widget, qtbot, notes):
+    viewer, widget = make_widget()
+    img = np.zeros((5000, 4200), np.uint8)
+    img[1000:4000, 1200:3000] = 200
+    viewer.add_image(img, name="huge")
+    assert widget.run()
+    wait_idle(qtbot, widget)
+    assert [t for level, t in notes() if level == "info" and "'huge'" in t and "downscaled ×3" in t]
+    out = viewer.layers["huge labels"]
+    assert out.data.shape == img.shape and out.data[2500, 2000] == 1 and out.data[100, 100] == 0
