@@ -18,6 +18,7 @@ from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QApplication, QFileDialog, QVBoxLayout, QWidget
 
+from llm4seg.device import is_oom
 from llm4seg.events import CancelToken, Failed, Log, Metric, Progress
 from llm4seg.finetune import NO_VALIDATION, FinetuneOutcome, PairPlan, TrainingPair, summarise
 from llm4seg.models import DEFAULT_NAME, default_entry
@@ -293,7 +294,7 @@ class FineTuneWidget(QWidget):
         if isinstance(exc, NothingToLearn):
             self._refuse(str(exc))
             return
-        oom = isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+        oom = is_oom(exc)
         hint = " Use fewer pairs, the quick preset, or free memory." if oom else ""
         show_error(f"LLM4Seg fine-tuning failed ({type(exc).__name__}): {exc}.{hint}")
         self.bar.set_status(f"Fine-tuning failed: {exc}.{hint}", problem=True)

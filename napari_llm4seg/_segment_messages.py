@@ -3,12 +3,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
+from llm4seg.device import is_oom
+from llm4seg.preprocess import looks_like_ct
+
 OPEN_IMAGE = "open an image (File > Open, or File > Open Sample > LLM4Seg) and select it in the layer list"
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Out of memory, on the CPU (MemoryError) or a GPU (torch's 'out of memory' errors)."""
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
 
 
 def describe(exc: BaseException) -> str:
@@ -61,10 +61,6 @@ def shape_changed(source: str) -> str:
 
 def modality_hint(source: str, image: Any, card: Any, window: Any) -> str | None:
     """A warning when a CT volume (Hounsfield units) meets a model that was not trained on CT, or the reverse."""
-    import numpy as np
-
-    from llm4seg.preprocess import looks_like_ct
-
     if not isinstance(image, np.ndarray) or card is None:
         return None
     trained_on_ct = bool((card.preprocessing or {}).get("window"))

@@ -15,7 +15,7 @@ from typing import Any, Callable, Generator
 import numpy as np
 import torch
 
-from llm4seg.device import resolve_device
+from llm4seg.device import is_oom, resolve_device
 from llm4seg.events import Cancelled, Done, Log, Progress
 from llm4seg.infer import SegmentationResult, iter_segment
 from llm4seg.models import load_model
@@ -56,8 +56,6 @@ def pick_device(requested: str) -> tuple[torch.device, str | None]:
         return torch.device("cpu"), f"{exc}. LLM4Seg falls back to the CPU (slower)."
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def _forward(events: Generator) -> Generator[Any, None, SegmentationResult | None]:
@@ -112,7 +110,7 @@ def segment_job(
         model.to(dev)
         result = yield from _forward(iter_segment(image, model, **kwargs))
     except RuntimeError as exc:
-        if dev.type == "cpu" or not _is_oom(exc):
+        if dev.type == "cpu" or not is_oom(exc):
             raise
         note = f"{dev} ran out of memory ({str(exc).splitlines()[0][:120]}); LLM4Seg retries on the CPU (slower)."
         notes.append(note)

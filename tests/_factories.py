@@ -2,10 +2,27 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
 from llm4seg.model import ModelConfig, build_model
 
 TINY = dict(dims=(4, 8, 16, 16, 32), depths=(1, 1, 1, 1, 1), kernels=(3, 3, 3, 3, 3))
+#: a one-layer Llama config for a randomly initialised frozen layer
+TINY_LLAMA = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+                  num_hidden_layers=1, rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=4096,
+                  vocab_size=16)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread (and leave the other core to the rest of the suite).
+
+    Autouse in the modules that import it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def tiny_model(llm: str | None = None, **kw):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from _factories import TINY, disk_image, tiny_model
+from _factories import TINY, TINY_LLAMA, disk_image, one_thread, tiny_model  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
 from llm4seg.events import CancelToken, Cancelled, Done, Failed, Log, run_to_end
 from llm4seg.finetune import NO_VALIDATION, TrainingPair, finetune, preset_config, summarise
@@ -26,17 +26,6 @@ from llm4seg.train.steps import epoch_number
 
 CLASSES = ["background", "lesion"]
 PREP = Preprocessing(size=32)
-TINY_LLAMA = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
-                  num_hidden_layers=1, rms_norm_eps=1e-5, rope_theta=10000.0, max_position_embeddings=4096,
-                  vocab_size=16)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def carded(model=None):

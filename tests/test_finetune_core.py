@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from _factories import disk_image, tiny_model
+from _factories import disk_image, one_thread, tiny_model  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
 from llm4seg.events import CancelToken, Log, Metric, run_to_end
 from llm4seg.finetune import NO_VALIDATION, TrainingPair, finetune, finetuned_card, preset_config, summarise
@@ -13,14 +13,6 @@ from llm4seg.preprocess import Preprocessing
 from llm4seg.train import NothingToLearn
 
 CLASSES = ["background", "lesion"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def model_with_card(size: int | None = 32):

@@ -31,3 +31,11 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise RuntimeError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps")
     return dev
+
+
+def is_oom(exc: BaseException) -> bool:
+    """True for an out-of-memory error of any device (CUDA, MPS or the CPU allocator)."""
+    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)

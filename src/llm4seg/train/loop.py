@@ -27,9 +27,10 @@ from ..events import Cancelled, Done, Failed, Log, Metric, Progress, is_cancelle
 from .config import TrainConfig
 from .data import NothingToLearn, SliceSet
 from .distributed import DistContext, all_reduce_sum, any_rank, setup
-from .features import FeatureCache, build_feature_cache, cache_bytes_per_item
+from .features import build_feature_cache, cache_bytes_per_item
 from .losses import make_loss
-from .oom import OomBackoff, OutOfMemory, is_oom
+from ..device import is_oom
+from .oom import OomBackoff, OutOfMemory
 from .state import TrainState, restore, save_state, state_path_for
 from .steps import BatchOrder, Net, epoch_number, make_optimizer, select_trainable, set_modes, train_step, validate
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from ..device import is_oom
+
 __all__ = ["OomBackoff", "OutOfMemory", "is_oom"]
 
 CPU = torch.device("cpu")
@@ -19,14 +21,6 @@ CPU = torch.device("cpu")
 
 class OutOfMemory(RuntimeError):
     """Out of memory with one sample per micro-batch on the CPU: nothing smaller is left to try."""
-
-
-def is_oom(exc: BaseException) -> bool:
-    """True for an out-of-memory error of any device (CUDA, MPS or the CPU allocator)."""
-    if isinstance(exc, (torch.cuda.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 class OomBackoff:
