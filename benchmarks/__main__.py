@@ -1,6 +1,7 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick] [--only NAME[,NAME]] [--device D] [--threads N]``.
 
-Suites (each case in a fresh worker process): ``forward``, ``ct``, ``scaling``, ``llm``, ``finetune``, ``gui``.
+Suites (each case in a fresh worker process): ``forward``, ``ct``, ``scaling``, ``llm``, ``finetune``, ``gui``;
+``compile`` (torch.compile against the fused path, a few minutes) runs only when named with ``--only``.
 Prints a Markdown table and writes ``bench-results/bench-<time>.json`` (and ``latest.json``).
 """
 from __future__ import annotations
@@ -16,17 +17,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import compile as compile_suite
 from . import ct, finetune, forward, llm_load
 from .common import REPO, Row, environment, markdown, run_worker
 
 SUITES = ("forward", "ct", "scaling", "llm", "finetune", "gui")
+OPT_IN = ("compile",)
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (a smoke run)")
     p.add_argument("--only", action="append", default=[], metavar="NAME",
-                   help=f"run only these suites (repeatable or comma-separated): {', '.join(SUITES)}")
+                   help=f"run only these suites (repeatable or comma-separated): {', '.join(SUITES + OPT_IN)}")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: the CPUs this process may use)")
     p.add_argument("--out", default=str(REPO / "bench-results"), help="folder for the JSON results")
@@ -69,11 +72,11 @@ def _gui_rows(quick: bool, device: str, env: dict[str, str]) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     only = {name for item in args.only for name in item.split(",") if name}
-    unknown = only - set(SUITES)
+    unknown = only - set(SUITES + OPT_IN)
     if unknown:
-        print(f"unknown suite(s) {sorted(unknown)}: choose from {', '.join(SUITES)}", file=sys.stderr)
+        print(f"unknown suite(s) {sorted(unknown)}: choose from {', '.join(SUITES + OPT_IN)}", file=sys.stderr)
         return 2
-    want = lambda name: not only or name in only  # noqa: E731
+    want = lambda name: name in only or (not only and name not in OPT_IN)  # noqa: E731
     env = {} if args.no_thp else {"THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "1")}
     env["HF_HUB_OFFLINE"] = "1"
     os.environ.update(env)
@@ -132,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  note: quick fine-tune row left out: {why}", flush=True)
     if want("gui"):
         add(_gui_rows(args.quick, args.device, env))
+    if want("compile"):
+        for spec in compile_suite.specs(args.quick):
+            add(run_worker("compile", {**spec, **common}, env=env))
     total = time.perf_counter() - started
     table = markdown(rows)
     print("\n" + table + "\n")
