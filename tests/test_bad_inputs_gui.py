@@ -168,6 +168,24 @@ def test_input_removed_while_running(make_widget, qtbot, notes):
     assert [layer.name for layer in labels_layers(viewer)] == ["ct labels"]
 
 
+def test_input_changing_shape_while_running_discards_the_result(make_widget, qtbot, notes):
+    model = ThresholdModel(delay=0.15)
+    viewer, widget = make_widget(model)
+    vol = ct_volume(z=16, h=16, w=16)[0]
+    layer = viewer.add_image(vol, name="ct")
+    assert widget.run()
+    qtbot.waitUntil(lambda: model.batches >= 1, timeout=TIMEOUT)
+    layer.data = vol[:8]  # e.g. a plugin or a script replaced the volume by a crop
+    wait_idle(qtbot, widget)
+    assert labels_layers(viewer) == []
+    assert ("warning", "LLM4Seg: the data of 'ct' changed shape during the run; the result was discarded. Segment "
+            "it again.") in notes()
+    assert widget.status.text() == "Input changed shape: nothing was written." and widget.run_button.isEnabled()
+    model.delay = 0
+    run_and_wait(qtbot, widget)  # the new data segments normally
+    assert viewer.layers["ct labels"].data.shape == (8, 16, 16)
+
+
 @pytest.mark.parametrize("error", [RuntimeError("kernel failed on this input"), MemoryError()])
 def test_failing_model_becomes_a_notification(make_widget, qtbot, notes, error):
     model = ThresholdModel()

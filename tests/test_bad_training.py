@@ -19,7 +19,7 @@ from llm4seg.finetune import NO_VALIDATION, TrainingPair, finetune, preset_confi
 from llm4seg.model import ModelConfig, build_model
 from llm4seg.preprocess import Preprocessing
 from llm4seg.train import NothingToLearn, SliceSet, TrainConfig, fit, from_arrays
-from llm4seg.train import loop
+from llm4seg.train import features, loop
 from llm4seg.train.loop import NO_VALIDATION_SET
 from llm4seg.train.oom import OomBackoff, OutOfMemory, is_oom
 from llm4seg.train.steps import epoch_number
@@ -182,6 +182,45 @@ def test_out_of_memory_everywhere_fails_with_a_message_and_keeps_the_weights(on_
     assert isinstance(events[-1], Failed) and result.status == "failed" and result.steps == 0
     assert events[-1].reason.startswith("out of memory on cpu even one sample at a time: train at a smaller input")
     assert same(model, before)
+
+
+def test_out_of_memory_while_caching_features_backs_off_then_uses_the_cpu(monkeypatch):
+    """The quick preset caches encoder features first: out of memory there halves the batch, then moves the
+    caching to the CPU, each time telling the user; the cached features are those of an unhindered run."""
+    calls: list[tuple[int, str]] = []
+    real = features._encode
+
+    def flaky(model, data, items, symmetries, device):
+        calls.append((len(items), device.type))
+        if len(calls) <= 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(model, data, items, symmetries, torch.device("cpu"))  # this machine's "GPU" is its CPU
+
+    model, data = carded(), slices(5)
+    expected = run_to_end(features.build_feature_cache(model, data, versions=2, batch_size=4), lambda e: None)
+    monkeypatch.setattr(features, "OomBackoff", lambda batch, device: OomBackoff(batch, torch.device("cuda", 0)))
+    monkeypatch.setattr(features, "_encode", flaky)
+    events: list = []
+    cache = run_to_end(features.build_feature_cache(model, data, versions=2, batch_size=4), events.append)
+    assert calls == [(4, "cuda"), (2, "cuda"), (1, "cuda"), (4, "cpu"), (4, "cpu"), (2, "cpu")]
+    assert [t.split(":")[0] for t in warnings(events)] == ["out of memory on cuda"] * 3
+    assert "caching the rest on the CPU (slower), 4 at a time" in warnings(events)[-1]
+    assert torch.equal(cache.bottleneck, expected.bottleneck) and torch.equal(cache.labels, expected.labels)
+    assert events[-1].done == events[-1].total == 10  # progress reached every item × version
+
+
+def test_out_of_memory_while_caching_on_the_cpu_fails_the_run_cleanly(monkeypatch):
+    def always(*args):
+        raise MemoryError()
+
+    monkeypatch.setattr(features, "_encode", always)
+    model = carded()
+    before = state(model)
+    cfg = TrainConfig(steps=2, batch_size=2, train="decoder", cache_features=True)
+    result, events = collect(fit(model, slices(), None, cfg))
+    assert isinstance(events[-1], Failed) and result.status == "failed" and result.steps == 0
+    assert events[-1].reason.startswith("out of memory on cpu while caching features even one item at a time")
+    assert "the weights are unchanged" in events[-1].reason and same(model, before)
 
 
 def test_oom_policy():

@@ -14,9 +14,11 @@ from typing import Any, Generator
 
 import torch
 
-from ..events import Progress, is_cancelled
+from ..device import is_oom
+from ..events import Log, Progress, is_cancelled
 from .augment import dihedral
 from .data import SliceSet
+from .oom import OomBackoff, OutOfMemory
 
 __all__ = ["FeatureCache", "build_feature_cache", "cache_bytes_per_item"]
 
@@ -76,10 +78,14 @@ def build_feature_cache(
     device: torch.device | str = "cpu",
     batch_size: int = 8,
     cancel: Any = None,
-) -> Generator[Progress, None, FeatureCache | None]:
+    retry_oom: bool = True,
+) -> Generator[Progress | Log, None, FeatureCache | None]:
     """Run the frozen encoder + booster over every item in ``versions`` symmetries; None if cancelled.
 
-    Version 0 is the identity; the others are distinct random symmetries (seeded per item).
+    Version 0 is the identity; the others are distinct random symmetries (seeded per item). Out of memory,
+    the batch halves down to one item, then the rest is cached on the CPU (a warning ``Log`` each time; the
+    model goes back to ``device`` afterwards); :class:`~llm4seg.train.oom.OutOfMemory` when nothing is left.
+    ``retry_oom=False`` (several processes, which must stay in step) lets the error pass.
     """
     n, s = len(data), data.size
     versions = max(1, min(8 if data.images.shape[-1] == data.images.shape[-2] else 4, versions))
@@ -93,20 +99,25 @@ def build_feature_cache(
     total = n * versions
     skips: list[torch.Tensor] | None = None
     bottleneck = labels = None
-    was_training = model.training
+    was_training, home = model.training, torch.device(device)
+    policy = OomBackoff(batch_size, home)
     model.eval()
+    start = 0
     try:
-        for start in range(0, total, batch_size):
+        while start < total:
             if is_cancelled(cancel):
                 return None
-            idx = torch.arange(start, min(total, start + batch_size))
-            x, y = data.batch(item_of[idx], device)
-            ks = flat[idx]
-            x = torch.stack([dihedral(x[j], int(k)) for j, k in enumerate(ks)])
-            y = torch.stack([dihedral(y[j], int(k)) for j, k in enumerate(ks)])
-            with torch.inference_mode():
-                feats, x5 = model.encode(x)
-                x5 = model.boost(x5)
+            idx = torch.arange(start, min(total, start + policy.batch))
+            try:
+                feats, x5, y = _encode(model, data, item_of[idx], flat[idx], policy.device)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
+                if not (retry_oom and is_oom(exc)):
+                    raise
+            else:
+                start = int(idx[-1]) + 1
+            if start <= int(idx[-1]):  # out of memory: retry this batch smaller, or on the CPU
+                yield Log(_back_off(policy, model), "warning")
+                continue
             if skips is None:
                 skips = [torch.empty((total,) + f.shape[1:], dtype=torch.float16) for f in feats]
                 bottleneck = torch.empty((total,) + x5.shape[1:], dtype=torch.float16)
@@ -115,8 +126,38 @@ def build_feature_cache(
                 buf[idx] = f.to("cpu", torch.float16)
             bottleneck[idx] = x5.to("cpu", torch.float16)
             labels[idx] = y.to("cpu", torch.uint8)
-            yield Progress(int(idx[-1]) + 1, total, "caching features")
+            yield Progress(start, total, "caching features")
     finally:
         model.train(was_training)
+        if policy.device != home:
+            model.to(home)
     assert skips is not None and bottleneck is not None and labels is not None
     return FeatureCache(skips, bottleneck, labels, versions, sym)
+
+
+def _encode(model: Any, data: SliceSet, items: torch.Tensor, symmetries: torch.Tensor,
+            device: torch.device) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """Skips, boosted bottleneck and labels of ``items`` in their symmetries, on ``device``."""
+    x, y = data.batch(items, device)
+    x = torch.stack([dihedral(x[j], int(k)) for j, k in enumerate(symmetries)])
+    y = torch.stack([dihedral(y[j], int(k)) for j, k in enumerate(symmetries)])
+    with torch.inference_mode():
+        feats, x5 = model.encode(x)
+        return feats, model.boost(x5), y
+
+
+def _back_off(policy: OomBackoff, model: Any) -> str:
+    """After an out-of-memory error while caching: a smaller batch, else the CPU; what changed, for the user."""
+    where = policy.device
+    if where.type == "cuda":
+        torch.cuda.empty_cache()
+    try:
+        policy.on_oom()
+    except OutOfMemory:
+        raise OutOfMemory(f"out of memory on {where} while caching features even one item at a time: train at a "
+                          "smaller input size (Preprocessing size) or on fewer pairs, or free memory") from None
+    if policy.device != where:
+        model.to(policy.device)
+        return (f"out of memory on {where} while caching features even one item at a time: caching the rest on "
+                f"the CPU (slower), {policy.batch} at a time")
+    return f"out of memory on {where} while caching features: caching {policy.batch} item(s) at a time"

@@ -186,11 +186,15 @@ def fit(
             n_items = len(train_set) + (len(val_set) if val_set is not None else 0)
             versions = max(1, min(versions, int(config.cache_budget_mb * 2**20 // max(1, per_item * len(train_set)))))
             if per_item * n_items <= config.cache_budget_mb * 2**20:
-                train_cache = yield from build_feature_cache(model, train_set, versions=versions, seed=config.seed,
-                                                             device=ctx.device, cancel=cancel)
-                if val_set is not None and train_cache is not None:
-                    val_cache = yield from build_feature_cache(model, val_set, versions=1, device=ctx.device,
-                                                               cancel=cancel)
+                try:
+                    train_cache = yield from build_feature_cache(model, train_set, versions=versions,
+                                                                 seed=config.seed, device=ctx.device, cancel=cancel,
+                                                                 retry_oom=policy is not None)
+                    if val_set is not None and train_cache is not None:
+                        val_cache = yield from build_feature_cache(model, val_set, versions=1, device=ctx.device,
+                                                                   cancel=cancel, retry_oom=policy is not None)
+                except OutOfMemory as exc:
+                    status, reason = "failed", f"{exc}; the weights are unchanged"
                 if train_cache is not None:
                     yield Log(f"cached encoder features of {len(train_set)} item(s) × {train_cache.versions} "
                               f"version(s) in {time.perf_counter() - started:.1f} s")
