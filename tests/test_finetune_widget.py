@@ -228,7 +228,11 @@ def test_without_segment_widget_uses_default_and_docks_one(make_widgets, qtbot):
 
 def test_settings_remembered_and_tooltips(make_widgets, make_napari_viewer):
     viewer, _, ft = make_widgets()
+    ft.options.preset.setCurrentIndex(ft.options.preset.findData("quick"))
+    quick = ft.options.config()
+    assert (quick.augment, quick.train, quick.cache_features) == (False, "decoder", True)  # as the preset says
     ft.options.preset.setCurrentIndex(ft.options.preset.findData("thorough"))
+    assert ft.options.augment.isChecked() and ft.options.config().train == "all"
     ft.options.steps.setValue(123)
     ft.options.augment.setChecked(False)
     ft.options.val.setValue(0.3)
