@@ -56,8 +56,6 @@ def pick_device(requested: str) -> tuple[torch.device, str | None]:
         return torch.device("cpu"), f"{exc}. LLM4Seg falls back to the CPU (slower)."
 
 
-
-
 def _forward(events: Generator) -> Generator[Any, None, SegmentationResult | None]:
     """Pass ``Progress`` events on; return the result on ``Done`` or None on ``Cancelled``."""
     for event in events:

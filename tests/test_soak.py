@@ -48,7 +48,7 @@ def rss_bytes() -> int:
 
 
 @pytest.fixture
-def one_thread(monkeypatch):
+def one_thread_in_workers(monkeypatch):
     """One torch thread in the segmentation workers: with other jobs busy on the CPU, two spinning threads per
     run make it many times slower. Set in the worker itself (a pooled thread keeps its own thread count)."""
     segment_job, before = _workers.segment_job, torch.get_num_threads()
@@ -64,7 +64,7 @@ def one_thread(monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.soak
-def test_segment_and_cancel_memory_levels_off(make_widget, qtbot, one_thread):
+def test_segment_and_cancel_memory_levels_off(make_widget, qtbot, one_thread_in_workers):
     net = tiny_model(seed=1)
     prep = Preprocessing(size=None).to_dict()
     net.card = ModelCard(name="tiny", classes=["background", "lesion"], preprocessing=prep)

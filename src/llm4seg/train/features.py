@@ -113,11 +113,11 @@ def build_feature_cache(
             except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
                 if not (retry_oom and is_oom(exc)):
                     raise
-            else:
-                start = int(idx[-1]) + 1
-            if start <= int(idx[-1]):  # out of memory: retry this batch smaller, or on the CPU
+                feats = None
+            if feats is None:  # retried outside the handler, so that the failed batch's tensors can be freed
                 yield Log(_back_off(policy, model), "warning")
                 continue
+            start = int(idx[-1]) + 1
             if skips is None:
                 skips = [torch.empty((total,) + f.shape[1:], dtype=torch.float16) for f in feats]
                 bottleneck = torch.empty((total,) + x5.shape[1:], dtype=torch.float16)
@@ -149,8 +149,6 @@ def _encode(model: Any, data: SliceSet, items: torch.Tensor, symmetries: torch.T
 def _back_off(policy: OomBackoff, model: Any) -> str:
     """After an out-of-memory error while caching: a smaller batch, else the CPU; what changed, for the user."""
     where = policy.device
-    if where.type == "cuda":
-        torch.cuda.empty_cache()
     try:
         policy.on_oom()
     except OutOfMemory:

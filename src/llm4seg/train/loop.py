@@ -23,13 +23,13 @@ from typing import Any, Callable, Generator
 import torch
 from torch import nn
 
+from ..device import is_oom
 from ..events import Cancelled, Done, Failed, Log, Metric, Progress, is_cancelled
 from .config import TrainConfig
 from .data import NothingToLearn, SliceSet
 from .distributed import DistContext, all_reduce_sum, any_rank, setup
 from .features import build_feature_cache, cache_bytes_per_item
 from .losses import make_loss
-from ..device import is_oom
 from .oom import OomBackoff, OutOfMemory
 from .state import TrainState, restore, save_state, state_path_for
 from .steps import BatchOrder, Net, epoch_number, make_optimizer, select_trainable, set_modes, train_step, validate
@@ -336,8 +336,6 @@ def _retry(attempt: Callable[[], Any], policy: OomBackoff | None, undo: Callable
                 raise
         # outside the except block, so the failed attempt's tensors can be freed
         undo()
-        if ctx.device.type == "cuda":
-            torch.cuda.empty_cache()
         before = policy.device
         policy.on_oom()
         if policy.device != before:

@@ -36,7 +36,10 @@ class OomBackoff:
     def on_oom(self) -> tuple[int, torch.device]:
         """After an out-of-memory error: the next (micro-batch, device) to retry with, also in ``message``.
 
-        Raises :class:`OutOfMemory` when one sample per micro-batch on the CPU failed too."""
+        Raises :class:`OutOfMemory` when one sample per micro-batch on the CPU failed too. Frees the CUDA
+        allocator's cached blocks first, so that the retry finds the memory the failed attempt held."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
         where = str(self.device)
         self.retries += 1
         if self.batch > 1:
