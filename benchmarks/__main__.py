@@ -1,6 +1,7 @@
 """Run the benchmark suite: ``python -m benchmarks [--quick] [--only NAME[,NAME]] [--device D] [--threads N]``.
 
-Suites (each case in a fresh worker process): ``forward``, ``ct``, ``scaling``, ``llm``, ``finetune``, ``gui``;
+Suites (each case in a fresh worker process): ``forward``, ``ct``, ``scaling``, ``llm``, ``finetune``, ``fewshot``
+(``benchmarks.fewshot --quick``: Dice after fine-tuning on a few labelled items, when ``../shared/data`` is there), ``gui``;
 ``compile`` (torch.compile against the fused path, a few minutes) runs only when named with ``--only``.
 Prints a Markdown table and writes ``bench-results/bench-<time>.json`` (and ``latest.json``).
 """
@@ -15,13 +16,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from . import compile as compile_suite
 from . import ct, finetune, forward, llm_load
 from .common import REPO, Row, environment, markdown, run_worker
 
-SUITES = ("forward", "ct", "scaling", "llm", "finetune", "gui")
+SUITES = ("forward", "ct", "scaling", "llm", "finetune", "fewshot", "gui")
 OPT_IN = ("compile",)
 
 
@@ -67,6 +67,25 @@ def _gui_rows(quick: bool, device: str, env: dict[str, str]) -> list[Row]:
         rows.append(Row("gui", "worst stall incl. creating/updating and drawing the Labels layer",
                         r["worst_stall_ms"] / 1000.0, notes="napari's add_labels / layer refresh", **common))
     return rows
+
+
+def _fewshot_rows(env: dict[str, str]) -> list[Row]:
+    """``python -m benchmarks.fewshot --quick`` in a fresh process: one row per (task, base, k)."""
+    from .fewshot_tasks import DATA
+
+    if not (DATA / "isic").is_dir():
+        return [Row("fewshot", "few-shot fine-tuning", None, notes=f"skipped: {DATA} has no isic/ (see its README)")]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "fewshot.json"
+        proc = subprocess.run([sys.executable, "-m", "benchmarks.fewshot", "--quick", "--json", str(out)], cwd=REPO,
+                              capture_output=True, text=True, timeout=1800, env={**os.environ, **env})
+        if not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            return [Row("fewshot", "few-shot fine-tuning", None, notes=f"failed (exit {proc.returncode}): {tail[0][:160]}")]
+        table = json.loads(out.read_text())["summary"]
+    return [Row("fewshot", f"{r['task']}: {r['k']} labelled, from {r['base']}", r["train_s"][0] if r["k"] else None,
+                notes=f"Dice {r['dice'][0]:.3f}, IoU {r['iou'][0]:.3f} on the other items (quick preset)")
+            for r in table]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 add(run_worker("finetune", {**spec, **common}, env=env))
         else:
             print(f"  note: quick fine-tune row left out: {why}", flush=True)
+    if want("fewshot"):
+        add(_fewshot_rows(env))
     if want("gui"):
         add(_gui_rows(args.quick, args.device, env))
     if want("compile"):

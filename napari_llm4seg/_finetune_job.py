@@ -24,7 +24,7 @@ def snapshot_labels(labels: Any) -> np.ndarray:
 
 
 def finetune_job(base: Any, base_name: str, pairs: list[TrainingPair], z_range: tuple[int, int] | None,
-                 config: TrainConfig, val_fraction: float, window: tuple[float, float] | None,
+                 config: TrainConfig, val_fraction: float | None, window: tuple[float, float] | None,
                  cancel: CancelToken) -> Generator[Any, None, FinetuneOutcome | None]:
     """Load the default model when there is no base, check the pairs against its classes, fine-tune a copy."""
     if base is None:
@@ -47,10 +47,35 @@ def outcome_text(outcome: FinetuneOutcome) -> tuple[str, str]:
     r = outcome.result
     metrics = ", ".join(f"{label} {r.metrics[key]:.3f}" for key, label in (("val_dice", "val Dice"),
                                                                             ("val_iou", "val IoU")) if key in r.metrics)
-    kept = f"the best (step {r.best_step})" if r.best_step else "the last"
+    kept = f"the best (step {r.best_step})" if r.best_step and outcome.config.select == "best" else "the last"
     what = {"done": "Fine-tuned", "cancelled": "Cancelled after", "failed": "Stopped after"}[r.status]
     n = outcome.train_items + outcome.val_items
     text = f"{what} {r.steps}/{r.total_steps} steps in {r.seconds:.0f} s{'; ' + metrics if metrics else ''}."
-    info = (f"{text} Trained on {outcome.train_items} of {n} slice(s), {outcome.val_items} held out for validation; "
-            f"{kept} weights are kept. The Segment widget keeps its model until 'Use now'.")
+    held = (f"{outcome.val_items} held out (their Dice measures those {outcome.val_items} only)"
+            if outcome.val_items else "none held out")
+    info = (f"{text} Trained on {outcome.train_items} of {n} slice(s), {held}; {kept} weights are kept. "
+            "The Segment widget keeps its model until 'Use now'.")
     return text, info
+
+
+def suggest_job(base: Any, pair: TrainingPair, window: tuple[float, float] | None, k: int = 5
+                ) -> Generator[Any, None, list]:
+    """Segment ``pair``'s image with probabilities and rank its unlabelled slices by uncertainty
+    (``llm4seg.suggest``). ``base`` None loads the default model."""
+    from llm4seg.infer import iter_segment
+    from llm4seg.suggest import suggest_slices
+
+    if base is None:
+        yield Log(f"loading the {DEFAULT_NAME} checkpoint")
+        base = _workers.load_job(DEFAULT_NAME)
+    labels = np.asarray(pair.labels)
+    if labels.ndim != 3:
+        raise ValueError("suggestions need a volume or a stack of images: this pair holds one 2D image")
+    prep = base.card.preprocess
+    if window is not None:
+        prep = replace(prep, window=window)
+    result = yield from _workers.forward(iter_segment(pair.image, base, volume=True, prep=prep, return_probs=True))
+    if result is None:
+        return []
+    labelled = np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1)).tolist()
+    return suggest_slices(result.probs, labelled, k)

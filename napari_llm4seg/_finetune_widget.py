@@ -32,6 +32,7 @@ from ._finetune_plot import TrainingPlot
 from ._layers import unwrap
 from ._segment_widget import SegmentWidget
 from ._settings import WidgetSettings
+from ._suggest_panel import SuggestPanel, first_volume_pair
 
 PLUGIN, SEGMENT_WIDGET = "napari-llm4seg", "LLM4Seg: Segment"
 
@@ -100,7 +101,8 @@ class FineTuneWidget(QWidget):
         self.bar = RunPanel()
         self.plot = TrainingPlot()
         self.result_panel = ResultPanel()
-        for w in (self.pairs_panel, self.options, self.bar, self.plot, self.result_panel):
+        self.suggest_panel = SuggestPanel(self.viewer, self._suggest_source)
+        for w in (self.pairs_panel, self.options, self.bar, self.plot, self.result_panel, self.suggest_panel):
             lay.addWidget(w)
         lay.addStretch(1)
         self.setMaximumWidth(560)
@@ -115,7 +117,7 @@ class FineTuneWidget(QWidget):
             lambda *_: self.settings.set("slices", self.pairs_panel.mode.currentData()))
         for signal in (self.options.preset.currentIndexChanged, self.options.steps.valueChanged,
                        self.options.lr.valueChanged, self.options.part.currentIndexChanged,
-                       self.options.augment.toggled, self.options.val.valueChanged):
+                       self.options.augment.toggled, self.options.val.currentIndexChanged):
             signal.connect(self._store_options)
         self._update_buttons()
 
@@ -141,6 +143,11 @@ class FineTuneWidget(QWidget):
         if seg is not None and seg.model is not None:
             return seg.model, seg.model_name, seg
         return None, DEFAULT_NAME, seg
+
+    def _suggest_source(self) -> tuple[Any, TrainingPair, Any] | str:
+        pair = first_volume_pair(self.pairs_panel.training_pairs())
+        model, _, seg = self.base_model()
+        return pair if isinstance(pair, str) else (model, pair, seg.input_panel.window_value() if seg else None)
 
     def _classes(self, model: Any) -> list[str] | None:
         if model is not None:
@@ -222,7 +229,7 @@ class FineTuneWidget(QWidget):
         self.destroyed.connect(run.cancel.cancel)
         unfreeze = partial(_workers.unfreeze_gc, _workers.freeze_gc())
         self._job = _workers.start(
-            finetune_job, model, name, pairs, self.pairs_panel.z_range(), config, float(self.options.val.value()),
+            finetune_job, model, name, pairs, self.pairs_panel.z_range(), config, self.options.val_fraction(),
             window, run.cancel, connect={"yielded": self._on_event, "returned": self._on_done,
                                          "errored": self._on_error, "finished": [self._on_finished, unfreeze]})
         self._update_buttons()

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from llm4seg.device import is_oom
+from llm4seg.models import recommend
 from llm4seg.preprocess import looks_like_ct
 
 OPEN_IMAGE = "open an image (File > Open, or File > Open Sample > LLM4Seg) and select it in the layer list"
@@ -59,10 +60,17 @@ def shape_changed(source: str) -> str:
             "Segment it again.")
 
 
-def modality_hint(source: str, image: Any, card: Any, window: Any) -> str | None:
-    """A warning when a CT volume (Hounsfield units) meets a model that was not trained on CT, or the reverse."""
+def modality_hint(source: str, image: Any, card: Any, window: Any, rgb: bool = False) -> str | None:
+    """A warning when a CT volume (Hounsfield units) meets a model that was not trained on CT, or the reverse,
+    or a colour image meets a 1-channel model (the shipped model to switch to is named, never switched to)."""
     if not isinstance(image, np.ndarray) or card is None:
         return None
+    if rgb and card.preprocess.channels == 1:
+        found = recommend(image, rgb=True)
+        other = f"Choose '{found[0]}' in the Model box to use colour, or fine-tune" if found else "Fine-tune"
+        return (f"LLM4Seg: {source!r} is a colour image, but the model {card.name!r} takes one gray channel, so "
+                f"colour is converted to gray. {other} on a few labelled images: fine-tuning on colour images "
+                "turns the model into an RGB one.")
     trained_on_ct = bool((card.preprocessing or {}).get("window"))
     if looks_like_ct(image) and not trained_on_ct and window is None:
         return (f"LLM4Seg: {source!r} looks like CT (Hounsfield units), but the model {card.name!r} was not trained "

@@ -190,7 +190,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         run = _Run(weakref.ref(layer), slices, plan, opts, info, lead=lead, shape=full, where=where)
         if lead:
             show_info(msg.lead_note(layer.name, shown))
-        hint = msg.modality_hint(layer.name, layer.data, self.model.card, info["window"])
+        hint = msg.modality_hint(layer.name, layer.data, self.model.card, info["window"], bool(getattr(layer, "rgb", False)))
         if hint:
             show_warning(hint)
         if self.activity.isChecked():

@@ -56,7 +56,7 @@ def pick_device(requested: str) -> tuple[torch.device, str | None]:
         return torch.device("cpu"), f"{exc}. LLM4Seg falls back to the CPU (slower)."
 
 
-def _forward(events: Generator) -> Generator[Any, None, SegmentationResult | None]:
+def forward(events: Generator) -> Generator[Any, None, SegmentationResult | None]:
     """Pass ``Progress`` events on; return the result on ``Done`` or None on ``Cancelled``."""
     for event in events:
         if isinstance(event, Done):
@@ -106,7 +106,7 @@ def segment_job(
     image = np.asarray(image)
     try:
         model.to(dev)
-        result = yield from _forward(iter_segment(image, model, **kwargs))
+        result = yield from forward(iter_segment(image, model, **kwargs))
     except RuntimeError as exc:
         if dev.type == "cpu" or not is_oom(exc):
             raise
@@ -117,7 +117,7 @@ def segment_job(
         model.to(dev)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        result = yield from _forward(iter_segment(image, model, **kwargs))
+        result = yield from forward(iter_segment(image, model, **kwargs))
     if result is None:
         return JobOutcome(None, device=str(dev), notes=notes)
     labels = clean(result.labels, options, result.z_range)

@@ -2,13 +2,13 @@
 # Re-train the shipped checkpoints from the shared data with their recorded settings, then ship them
 # (frozen-layer dtype by measurement, Markdown card, registry sha256) into src/llm4seg/weights/.
 #
-#   bash scripts/make_models.sh [busi|ct|all]      (make models; DATA=../shared/data RUNS=runs THREADS=2)
+#   bash scripts/make_models.sh [busi|ct|generalist|all]      (make models; DATA=../shared/data RUNS=runs THREADS=2)
 #
 # SHIP=0 trains without touching src/llm4seg/weights; TRAIN=0 only evaluates and ships finished runs;
 # BUSI_SCHEDULE / CT_SCHEDULE / CT_TRAIN_Z / CT_TEST_Z override the recorded schedule and z-ranges (the test
 # suite runs the same recipe for two steps on a tiny copy of the data this way).
 #
-# On a 2-core CPU: busi-lesion ≈ 25 min, ct-liver ≈ 10 min. Interrupted runs continue with the same command
+# On a 2-core CPU: busi-lesion ≈ 25 min, ct-liver ≈ 10 min, generalist ≈ 55 min. Interrupted runs continue with the same command
 # (the training state next to the checkpoint is picked up with --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,7 @@ SHIP=${SHIP:-1}
 TRAIN=${TRAIN:-1}
 BUSI_SCHEDULE=${BUSI_SCHEDULE:---epochs 14}
 CT_SCHEDULE=${CT_SCHEDULE:---epochs 40}
+GENERALIST_SCHEDULE=${GENERALIST_SCHEDULE:---steps 5000}
 CT_TRAIN_Z=${CT_TRAIN_Z:-0,72}
 CT_TEST_Z=${CT_TEST_Z:-72,119}
 which=${1:-all}
@@ -70,5 +71,20 @@ for model selection), and scored on the held-out slices z 72-118 (metrics heldou
 database (research and education use, with citation of IRCAD). Limits: one contrast-enhanced scan of one patient; \
 expect errors on other scanners, phases and anatomy; fine-tune it on a few labelled slices of your own data; \
 not for clinical use."
+fi
+if [ "$which" = generalist ] || [ "$which" = all ]; then
+    # 3-channel generalist: BUSI + ISIC 2018 + CVC-ClinicDB + TG3K (train_*, val_*) + ircad17 liver z 0-71,
+    # balanced per dataset; CVC-ColonDB, the hippocampus and ircad17's other structures are never used.
+    out="$RUNS/generalist.safetensors"
+    if [ "$TRAIN" = 1 ]; then
+        # shellcheck disable=SC2086
+        if [ -f "${out%.safetensors}.train-state.safetensors" ]; then
+            "$PY" scripts/train_generalist.py --data "$DATA" --out "$out" --threads "$THREADS" --resume $GENERALIST_SCHEDULE
+        else
+            "$PY" scripts/train_generalist.py --data "$DATA" --out "$out" --threads "$THREADS" $GENERALIST_SCHEDULE
+        fi
+    fi
+    [ "$SHIP" = 1 ] && "$PY" scripts/ship_checkpoint.py "$out" --name generalist --task "any modality (starting point, RGB)" \
+        --classes foreground --reference-llm --images sample_data/busi/images --description "$(cat scripts/generalist_card.txt)"
 fi
 exit 0

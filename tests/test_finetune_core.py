@@ -49,7 +49,7 @@ def test_summarise_counts_and_problems():
 
 def test_presets():
     quick, thorough = preset_config("quick"), preset_config("thorough", steps=7)
-    assert quick.train == "decoder" and quick.cache_features and quick.steps == 100
+    assert quick.preset == "quick" and quick.select == "last" and thorough.select == "last"
     assert thorough.train == "all" and thorough.steps == 7 and thorough.preset == "thorough"
     with pytest.raises(ValueError, match="unknown fine-tuning preset"):
         preset_config("slow")
@@ -61,8 +61,8 @@ def test_finetune_trains_a_copy_and_leaves_inputs_alone():
     pairs = [TrainingPair(*disk_image(32, 32, seed=i), name=f"p{i}") for i in range(3)]
     labels_before = [p.labels.copy() for p in pairs]
     events: list = []
-    outcome = run_to_end(finetune(model, summarise(pairs, CLASSES), preset_config("thorough", steps=3, val_every=1)),
-                         events.append)
+    outcome = run_to_end(finetune(model, summarise(pairs, CLASSES), preset_config("thorough", steps=3, val_every=1),
+                                  val_fraction=0.2), events.append)
     assert outcome.result.status == "done" and outcome.model is not model and outcome.val_items == 1
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(np.array_equal(p.labels, lb) for p, lb in zip(pairs, labels_before))

@@ -134,12 +134,15 @@ def test_run_plot_use_now_save_as_labels_untouched(make_widgets, qtbot, tmp_path
     base = seg.model
     base_weights = {k: v.clone() for k, v in base.state_dict().items()}
     set_steps(ft, 5)
+    ft.options.val.setCurrentIndex(ft.options.val.findData(0.2))  # 3 pairs: auto would hold none out
     train(qtbot, ft)
     assert len(ft.plot.points["loss"][0]) == 5 and len(ft.plot.points["val_dice"][0]) >= 1
     assert ft.plot.points["loss"][0] == [1.0, 2.0, 3.0, 4.0, 5.0]
     outcome = ft.outcome
     assert outcome is not None and outcome.result.status == "done" and outcome.result.steps == 5
-    assert outcome.pairs == 3 and outcome.val_items == 1 and "val Dice" in ft.result_panel.info.text()
+    info = ft.result_panel.info.text()
+    assert outcome.pairs == 3 and outcome.val_items == 1 and "val Dice" in info
+    assert "1 held out" in info and "the last weights are kept" in info
     assert ft.use_button.isEnabled() and ft.save_button.isEnabled()
     # the labels layers are never modified, and the previous model stays in use until "Use now"
     for layer, data, ident in zip(layers, before, data_ids):
@@ -206,7 +209,7 @@ def test_single_pair_says_no_validation_and_trains(make_widgets, qtbot, notes):
     add_pairs(viewer, 1)
     set_steps(ft, 3)
     train(qtbot, ft)
-    assert any("no validation is possible" in msg for _, msg in notes())
+    assert any("fewer than 20 labelled" in msg for _, msg in notes())
     assert ft.outcome.result.status == "done" and ft.outcome.val_items == 0
     assert len(ft.plot.points["loss"][0]) == 3 and not ft.plot.points["val_dice"][0]
 
@@ -235,7 +238,7 @@ def test_settings_remembered_and_tooltips(make_widgets, make_napari_viewer):
     assert ft.options.augment.isChecked() and ft.options.config().train == "all"
     ft.options.steps.setValue(123)
     ft.options.augment.setChecked(False)
-    ft.options.val.setValue(0.3)
+    ft.options.val.setCurrentIndex(ft.options.val.findData(0.3))
     ft.close()
     again = FineTuneWidget(make_napari_viewer())
     v = again.options.values()
@@ -244,3 +247,25 @@ def test_settings_remembered_and_tooltips(make_widgets, make_napari_viewer):
                 for w in again.findChildren(kind)]
     assert controls and all(w.toolTip() for w in controls), [w for w in controls if not w.toolTip()]
     again.close()
+
+
+def test_label_this_next_ranks_unlabelled_slices_and_jumps_there(make_widgets, qtbot):
+    viewer, seg, ft = make_widgets()
+    panel = ft.suggest_panel
+    add_pairs(viewer, 1)
+    assert not panel.suggest() and "volume or stack" in panel.status.text()  # a 2D pair: nothing to rank
+    viewer.layers.clear()
+    vol = np.stack([disk_image(32, 32, seed=i)[0] for i in range(12)])
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[5] = disk_image(32, 32, seed=5)[1]
+    viewer.add_image(vol, name="vol")
+    viewer.add_labels(lab, name="vol labels")
+    qtbot.waitUntil(lambda: len(ft.pairs_panel.pairs()) == 1, timeout=TIMEOUT)
+    assert panel.suggest()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=TIMEOUT)
+    zs = [panel.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(panel.list.count())]
+    assert zs and all(abs(z - 5) > 2 for z in zs) and len(set(zs)) == len(zs)  # never the labelled slice's side
+    scores = [float(panel.list.item(i).text().split()[-1]) for i in range(panel.list.count())]
+    assert scores == sorted(scores, reverse=True)
+    panel._go(panel.list.item(0))
+    assert viewer.dims.current_step[0] == zs[0]

@@ -112,6 +112,8 @@ def test_nifti_pairs_classes_window_and_slice_selection(tmp_path):
     assert only.names == ["ct:z2", "ct:z3"]
     window = load_dataset(tmp_path / "ct", prep, classes=["tumour"], z_range=(3, 5))
     assert window.names == ["ct:z3", "ct:z4"]
+    past_the_end = load_dataset(tmp_path / "ct", prep, classes=["tumour"], z_range=(4, 72))  # clipped to the volume
+    assert past_the_end.names == ["ct:z4", "ct:z5"]
     both = load_dataset(tmp_path / "ct", prep)
     assert both.class_names == ["background", "liver", "tumour"] and int(both.labels.max()) == 2
     with pytest.raises(ValueError, match="unknown class 'spleen'"):

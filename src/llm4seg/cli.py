@@ -128,11 +128,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from .checkpoint import read_card
-    from .models import list_models
+    from .models import list_models, modality
 
-    entries = list_models()
-    rows = [{"name": e.name, "file": str(e.path), "task": e.task, "default": e.default,
-             "metrics": read_card(e.path).metrics if e.path.is_file() else {}} for e in entries]
+    rows = []
+    for e in list_models():
+        card = read_card(e.path) if e.path.is_file() else None
+        rows.append({"name": e.name, "file": str(e.path), "task": e.task, "default": e.default,
+                     "modality": modality(card) if card else None, "classes": card.classes[1:] if card else [],
+                     "size": card.preprocess.size if card else None, "metrics": card.metrics if card else {}})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -140,7 +143,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         print("no trained checkpoints are installed; 'default' is an untrained model (see `llm4seg info default`)")
     for r in rows:
         metrics = ", ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if isinstance(v, float))
-        print(f"{r['name']}{' (default)' if r['default'] else ''}: {r['task']} {metrics}")
+        print(f"{r['name']}{' (default)' if r['default'] else ''}: {r['task']}; input {r['modality']} at "
+              f"{r['size']}²; classes {', '.join(r['classes'])}; {metrics}")
     return 0
 
 

@@ -20,6 +20,7 @@ from typing import Any, Generator, Sequence
 import numpy as np
 import torch
 
+from .adapt import expand_to_rgb, recalibrate_batchnorm
 from .checkpoint import ModelCard
 from .events import Log, is_cancelled
 from .preprocess import Preprocessing
@@ -27,24 +28,23 @@ from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_sli
 from .train.loop import NO_VALIDATION_SET
 
 __all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "preset_config", "summarise",
-           "finetune", "finetuned_card", "NO_VALIDATION", "DEFAULT_SIZE"]
+           "finetune", "finetuned_card", "NO_VALIDATION", "DEFAULT_SIZE", "MIN_VAL_ITEMS",
+           "validation_fraction"]
 
 PRESET_NAMES = ("quick", "thorough")
 DEFAULT_SIZE = 256  # training input size when the checkpoint segments at native size (size=None)
-NO_VALIDATION = ("only one labelled image/slice: no validation is possible, so the last weights are kept "
-                 "(label a second image or slice to measure Dice while training)")
+MIN_VAL_ITEMS = 20
+NO_VALIDATION = (f"fewer than {MIN_VAL_ITEMS} labelled images/slices: all of them train and the last weights are "
+                 "kept (a Dice measured on one or two held-out slices says more about those slices than about "
+                 "the model)")
 
 
 def preset_config(name: str, **overrides: Any) -> TrainConfig:
-    """``quick``: decoder + head on cached encoder features (TrainConfig.quick, ~100 steps, about a minute on a
-    CPU). ``thorough``: the whole network except the frozen LLM layer, 400 AdamW steps with a cosine decay."""
-    if name == "quick":
-        return TrainConfig.quick(**overrides)
-    if name == "thorough":
-        base = dict(preset="thorough", steps=400, batch_size=4, optimizer="adamw", lr=3e-4, weight_decay=1e-4,
-                    schedule="cosine", warmup_steps=10, train="all", augment=True, val_every=50)
-        return TrainConfig(**{**base, **overrides})
-    raise ValueError(f"unknown fine-tuning preset {name!r}: choose one of {PRESET_NAMES}")
+    """The fine-tuning presets of :class:`TrainConfig`: ``quick`` (about a minute on two CPU cores) and
+    ``thorough`` (a few minutes)."""
+    if name not in PRESET_NAMES:
+        raise ValueError(f"unknown fine-tuning preset {name!r}: choose one of {PRESET_NAMES}")
+    return TrainConfig.from_preset(name, **overrides)
 
 
 @dataclass
@@ -192,20 +192,58 @@ def _slice_set(plan: PairPlan, prep: Preprocessing, cancel: Any) -> SliceSet:
     return build_slices(sources, prep, plan.class_names, cancel=cancel)
 
 
+def _recalibration_set(plan: PairPlan, prep: Preprocessing, cap: int = 64) -> SliceSet:
+    """The labelled slices plus up to ``cap`` evenly spaced unlabelled slices of each volume."""
+    sources = sources_from_arrays([(p.image, p.labels) for p in plan.pairs],
+                                  names=[p.name or f"pair{i}" for i, p in enumerate(plan.pairs)], only_labelled=False)
+    for src, pair, zs in zip(sources, plan.pairs, plan.slices):
+        if src.volume:
+            depth = int(np.shape(pair.labels)[0])
+            src.slices = sorted(set(zs) | set(np.linspace(0, depth - 1, min(cap, depth)).round().astype(int).tolist()))
+    return build_slices(sources, prep, plan.class_names)
+
+
+def _adapt(model: torch.nn.Module, plan: PairPlan, prep: Preprocessing, data: SliceSet, config: TrainConfig,
+           expand_rgb: bool) -> Generator[Any, None, Preprocessing]:
+    """Colour input and BatchNorm statistics of the copy being trained; returns the preprocessing to train with."""
+    if expand_rgb and prep.channels == 1 and any(p.rgb for p in plan.pairs):
+        expand_to_rgb(model)
+        prep = replace(prep, channels=3)
+        yield Log("colour images: the 1-channel model now takes RGB (it starts from the same output as on gray)")
+    if config.recalibrate_bn:
+        images = (_recalibration_set(plan, prep) if any(np.ndim(p.labels) == 3 for p in plan.pairs) else data).images
+        n = recalibrate_batchnorm(model, (images[i:i + 8].float() for i in range(0, len(images), 8)))
+        yield Log(f"BatchNorm statistics re-estimated on {n} slice(s) of your images")
+    return prep
+
+
+def validation_fraction(n_items: int, val_fraction: float | None) -> float:
+    """The fraction of labelled items held out: ``val_fraction`` when given, else 0 below
+    :data:`MIN_VAL_ITEMS` items (every item trains) and 0.2 from there on."""
+    if val_fraction is not None:
+        return val_fraction
+    return 0.0 if n_items < MIN_VAL_ITEMS else 0.2
+
+
 def finetune(
     model: torch.nn.Module,
     plan: PairPlan,
     config: TrainConfig,
     *,
     prep: Preprocessing | None = None,
-    val_fraction: float = 0.2,
+    val_fraction: float | None = None,
+    expand_rgb: bool = True,
     cancel: Any = None,
 ) -> Generator[Any, None, FinetuneOutcome | None]:
     """Train a copy of ``model`` on ``plan`` (see :func:`summarise`); yields the events of
     :func:`llm4seg.train.fit` (plus ``Log`` lines) and returns the outcome, or None when cancelled before
     training started. ``prep`` defaults to the model card's preprocessing (at 256² when it has no size).
-    Raises ``NothingToLearn`` when the plan has nothing usable. A single labelled slice trains without
-    validation, announced by a warning ``Log`` (:data:`NO_VALIDATION`)."""
+
+    Colour pairs turn a 1-channel model into an RGB one first (``expand_rgb``; exact at the start), and the
+    preset may re-estimate BatchNorm statistics on the user's slices. ``val_fraction`` None holds out
+    items only from :data:`MIN_VAL_ITEMS` labelled items on (see :func:`validation_fraction`); with the
+    presets' ``select="last"`` the held-out Dice is reported, never used to pick weights.
+    Raises ``NothingToLearn`` when the plan has nothing usable."""
     if not plan.ok:
         raise NothingToLearn(plan.reason() or "nothing to learn from")
     base_card = getattr(model, "card", None)
@@ -216,17 +254,20 @@ def finetune(
     yield Log(f"preparing {plan.describe()} at {prep.size}²")
     trained = copy.deepcopy(model)  # the caller's model stays as it is (and usable) while this one trains
     try:
-        data = _slice_set(plan, prep, cancel)
+        channels = 3 if expand_rgb and any(p.rgb for p in plan.pairs) else prep.channels
+        data = _slice_set(plan, replace(prep, channels=max(channels, prep.channels)), cancel)
+        if is_cancelled(cancel):
+            return None
+        prep = yield from _adapt(trained, plan, prep, data, config, expand_rgb)
     except NothingToLearn:
         if is_cancelled(cancel):
             return None
         raise
-    if is_cancelled(cancel):
-        return None
-    train_set, val_set = split(data, val_fraction, seed=config.seed)
-    said = val_set is None and val_fraction > 0 and len(data) < 2
+    fraction = validation_fraction(len(set(data.groups)) if len(set(data.groups)) > 1 else len(data), val_fraction)
+    train_set, val_set = split(data, fraction, seed=config.seed)
+    said = val_set is None and val_fraction is None
     if said:
-        yield Log(NO_VALIDATION, "warning")
+        yield Log(NO_VALIDATION, "warning" if len(data) < 2 else "info")
     events = fit(trained, train_set, val_set, config, cancel)
     result = yield from _events(events, skip=NO_VALIDATION_SET if said else None)
     return FinetuneOutcome(result, base_card, len(plan.pairs), plan.n_slices, len(train_set),

@@ -110,3 +110,25 @@ def load_model(name_or_path: str | Path = DEFAULT_NAME, device: str | torch.devi
     if path is None:
         return untrained_default().to(resolve_device(device)).eval()
     return load_checkpoint(path, device=device)
+
+
+def modality(card: Any) -> str:
+    """What a card's model takes as input, in words: 'CT (HU, window L/W)', 'RGB' or '1-channel gray'."""
+    prep = card.preprocess
+    if prep.window is not None:
+        return f"CT (Hounsfield units, window {prep.window[0]:g}/{prep.window[1]:g})"
+    return "RGB" if prep.channels == 3 else "1-channel gray"
+
+
+def recommend(image: Any, rgb: bool = False) -> tuple[str, str] | None:
+    """A shipped model suited to ``image`` and why, or None when none is known to suit it better than the
+    default: CT in Hounsfield units → ``ct-liver``; colour → ``generalist``; other data → the default."""
+    from .preprocess import looks_like_ct
+
+    names = {e.name for e in list_models()}
+    arr = image if hasattr(image, "dtype") else None
+    if arr is not None and looks_like_ct(arr) and "ct-liver" in names:
+        return "ct-liver", "the image looks like CT in Hounsfield units"
+    if rgb and "generalist" in names:
+        return "generalist", "the image is in colour and the generalist model takes RGB"
+    return None

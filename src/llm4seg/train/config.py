@@ -10,6 +10,7 @@ __all__ = ["TrainConfig", "PRESETS"]
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "constant", "cosine")
 TRAIN_PARTS = ("all", "decoder")
+SELECTIONS = ("best", "last")
 PAPER_EPOCHS = 300
 
 
@@ -27,6 +28,11 @@ class TrainConfig:
     ``crop`` trains the decoder on aligned crops (side in model pixels, a multiple of 16) of those cached
     full-image features: the features keep their full-image context and scale, the decoder's cost drops
     with the crop's area.
+
+    ``select``: which weights a run returns — ``"best"`` by validation IoU, or ``"last"`` (validation is then
+    only reported; fine-tuning uses it, since a held-out set of a few slices is too noisy to choose by).
+    ``recalibrate_bn``: before training, re-estimate the BatchNorm statistics on the training images
+    (``llm4seg.adapt.recalibrate_batchnorm``; fine-tuning also uses the unlabelled slices of the volumes).
     """
 
     preset: str = "paper"
@@ -51,11 +57,13 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     val_every: int | None = None
+    select: str = "best"
+    recalibrate_bn: bool = False
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
         checks = (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
-                  ("train", self.train, TRAIN_PARTS))
+                  ("train", self.train, TRAIN_PARTS), ("select", self.select, SELECTIONS))
         for name, value, allowed in checks:
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
@@ -85,7 +93,14 @@ class TrainConfig:
         within 100 steps and slowed the first steps."""
         base = dict(preset="quick", steps=100, batch_size=4, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
                     schedule="cosine", warmup_steps=5, train="decoder", cache_features=True, augment=False,
-                    aug_versions=4, crop=112, val_every=25)
+                    aug_versions=4, crop=112, val_every=25, select="last")
+        return cls(**{**base, **overrides})
+
+    @classmethod
+    def thorough(cls, **overrides: Any) -> "TrainConfig":
+        """Fine-tuning of the whole network except the frozen LLM layer: 400 AdamW steps, cosine decay."""
+        base = dict(preset="thorough", steps=400, batch_size=4, optimizer="adamw", lr=3e-4, weight_decay=1e-4,
+                    schedule="cosine", warmup_steps=10, train="all", augment=True, val_every=50, select="last")
         return cls(**{**base, **overrides})
 
     @classmethod
@@ -127,4 +142,4 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-PRESETS = {"paper": "paper", "quick": "quick"}
+PRESETS = {"paper": "paper", "quick": "quick", "thorough": "thorough"}

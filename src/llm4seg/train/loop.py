@@ -161,7 +161,7 @@ def fit(
         step, history, best = resume.step, {**history, **resume.history}, {**best, **resume.best}
         if best.get("val_iou") is None:
             best["val_iou"] = -math.inf
-        if best.get("step") is not None:
+        if best.get("step") is not None and config.select == "best":
             best_weights = _snapshot(model)  # the checkpoint resumed from holds the best weights so far
         restore(resume, model, optimizer, names)
     new_card = _card(model, card, train_set)
@@ -256,9 +256,9 @@ def fit(
                     history["val_dice"].append([step, m["val_dice"]])
                     yield Metric(step, "val_iou", m["val_iou"])
                     yield Metric(step, "val_dice", m["val_dice"])
-                    if m["val_iou"] > best["val_iou"]:
+                    if config.select == "last" or m["val_iou"] > best["val_iou"]:
                         best = {**m, "step": step}
-                        best_weights = _snapshot(model)
+                        best_weights = _snapshot(model) if config.select == "best" else None
                         if out is not None and ctx.is_main:
                             saved = _save(out, model, new_card, config, train_set, val_set, best, step, total,
                                           started, provenance, ctx)
@@ -282,7 +282,7 @@ def fit(
                        best=_finite(best), history=history)
     if best_weights is not None:
         model.load_state_dict(best_weights, strict=False)
-    if step > 0 and (val_set is None or best_weights is not None):
+    if step > 0 and (val_set is None or best_weights is not None or config.select == "last"):
         # rewritten at the end so that the card records the whole run (steps, time), with the best weights
         written = _save(out if ctx.is_main else None, model, new_card, config, train_set, val_set, best, step,
                         total, started, provenance, ctx)
@@ -298,7 +298,7 @@ def fit(
     if status == "failed":
         yield Failed(reason)
     elif status == "cancelled":
-        yield Log(f"cancelled after {step} step(s); keeping the {'best' if best['step'] else 'last'} weights" if step
+        yield Log(f"cancelled after {step} step(s); keeping the {'best' if best_weights is not None else 'last'} weights" if step
                   else "cancelled before the first step ended: the weights are unchanged and no file is written")
         yield Cancelled(result)
     else:

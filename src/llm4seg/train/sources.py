@@ -61,7 +61,8 @@ class Source:
         """The z indices used for training (volumes), after ``slices`` and ``only_labelled``."""
         if not self.volume:
             return [0]
-        zs = list(range(labels.shape[0])) if self.slices is None else [int(z) for z in self.slices]
+        depth = labels.shape[0]
+        zs = list(range(depth)) if self.slices is None else [int(z) for z in self.slices if 0 <= int(z) < depth]
         if self.only_labelled:
             zs = [z for z in zs if labels[z].any()]
         return zs

@@ -1,0 +1,222 @@
+"""Few-shot fine-tuning across modalities: label k items, fine-tune as the Fine-tune widget does, score the rest.
+
+    python -m benchmarks.fewshot --quick                    # the short form (about 5-10 min on 2 CPU cores)
+    python -m benchmarks.fewshot [--tasks isic colondb liver hippocampus ...] [--k 1 3 5 10 20]
+                                 [--bases default generalist scratch] [--preset quick] [--seeds 0 1 2]
+                                 [--set lr=2e-3 --set steps=150] [--json out.json]
+
+For each task (``benchmarks/fewshot_tasks.py``), base checkpoint, k and seed: pick k labelled images (2D)
+or k slices spread over the structure (3D), fine-tune with :func:`llm4seg.finetune.finetune` (the widget's
+code, its defaults unless ``--set`` overrides the preset), segment with :func:`llm4seg.infer.segment`
+and score Dice and IoU on every item of the eval set (2D: per-image mean over a fixed, disjoint set)
+or on all other slices of the volume (3D: pooled). k = 0 is the base without fine-tuning. ``scratch`` is
+a new network (no pre-trained CNN weights) trained with the same preset at the same budget.
+Prints mean ± sd over seeds; ``--json`` keeps every run (``benchmarks/fewshot_plot.py`` draws the curves).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from llm4seg.events import run_to_end
+from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
+from llm4seg.infer import segment
+from llm4seg.preprocess import Preprocessing
+
+from .fewshot_tasks import Task, pick_items, pick_slices, tasks
+
+QUICK = dict(tasks=["liver", "isic", "colondb", "hippocampus"], k=[5, 10], bases=["default"], seeds=[0], n_eval=60)
+TASK_K = {"liver": 5, "hippocampus": 5, "portal_vein": 5, "bone": 5}  # --quick: one k per task
+
+
+def load_base(name: str, rgb: bool) -> torch.nn.Module:
+    """A base model: a shipped name or checkpoint path, or ``scratch`` (a new network, seed 0)."""
+    if name != "scratch":
+        from llm4seg.models import load_model
+
+        return load_model(name, device="cpu")
+    from llm4seg.checkpoint import ModelCard
+    from llm4seg.llm import DEFAULT_LLM
+    from llm4seg.model import ModelConfig, build_model
+
+    model = build_model(ModelConfig(in_channels=3 if rgb else 1, num_classes=1, llm=DEFAULT_LLM), seed=0)
+    model.card = ModelCard(name="scratch", classes=["background", "foreground"],
+                           preprocessing=Preprocessing(size=128, channels=3 if rgb else 1).to_dict())
+    return model
+
+
+def scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Dice and IoU of two binary masks (1.0 when both are empty)."""
+    p, t = pred.astype(bool), truth.astype(bool)
+    inter, total, union = np.logical_and(p, t).sum(), p.sum() + t.sum(), np.logical_or(p, t).sum()
+    return (float(2 * inter / total), float(inter / union)) if total else (1.0, 1.0)
+
+
+def _eval_2d(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    by_shape: dict[tuple, list[int]] = {}
+    for i, (image, _) in enumerate(items):
+        by_shape.setdefault(image.shape, []).append(i)
+    dice, iou = [], []
+    for idx in by_shape.values():  # same-sized images are segmented as one stack, as a volume would be
+        stack = np.stack([items[i][0] for i in idx])
+        pred = segment(stack, model, volume=True).labels
+        for j, i in enumerate(idx):
+            d, u = scores(pred[j] == 1, items[i][1])
+            dice.append(d)
+            iou.append(u)
+    return float(np.mean(dice)), float(np.mean(iou))
+
+
+def _config(preset: str, overrides: dict[str, Any], scratch: bool):
+    config = preset_config(preset, **overrides)
+    if scratch and config.train == "decoder":  # a random encoder cannot be frozen: same preset, whole network
+        config = config.replace(train="all", cache_features=False, crop=None)
+    return config
+
+
+def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
+           evalset: list) -> list[dict]:
+    model = load_base(base, task.rgb)
+    rows = []
+    d, u = _eval_2d(model, evalset)
+    rows.append(dict(task=task.name, base=base, k=0, seed=0, dice=d, iou=u, train_s=0.0))
+    for k in ks:
+        for seed in seeds:
+            pairs = [TrainingPair(*task.load(n), name=n, rgb=task.rgb) for n in pick_items(task, k, seed)]
+            plan = summarise(pairs, model.card.classes)
+            t = time.perf_counter()
+            outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch")))
+            train_s = time.perf_counter() - t
+            d, u = _eval_2d(outcome.model, evalset)
+            rows.append(dict(task=task.name, base=base, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
+                             steps=outcome.result.steps, val_items=outcome.val_items))
+            print(f"  {task.name} {base} k={k} seed={seed}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)", flush=True)
+    return rows
+
+
+def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict) -> list[dict]:
+    volumes = task.volumes()
+    model = load_base(base, False)
+    rows = []
+    for seed in [0] + [s for s in seeds if s]:
+        name, image, mask, window = volumes[seed % len(volumes)]
+        prep = dataclasses.replace(model.card.preprocess, window=window)
+        if seed == 0 or len(volumes) > 1:
+            d, u = scores(segment(image, model, prep=prep).labels == 1, mask)
+            rows.append(dict(task=task.name, base=base, k=0, seed=seed, dice=d, iou=u, train_s=0.0, volume=name))
+        for k in ks:
+            if seed not in seeds:
+                continue
+            chosen = pick_slices(mask, k, seed if len(volumes) == 1 else 0)
+            sparse = np.zeros_like(mask)
+            sparse[chosen] = mask[chosen]
+            plan = summarise([TrainingPair(image, sparse, name=name)], model.card.classes)
+            t = time.perf_counter()
+            outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch"),
+                                          prep=prep))
+            train_s = time.perf_counter() - t
+            pred = segment(image, outcome.model, prep=dataclasses.replace(outcome.model.card.preprocess,
+                                                                          window=window)).labels
+            others = np.setdiff1d(np.arange(len(mask)), chosen)
+            d, u = scores(pred[others] == 1, mask[others])
+            rows.append(dict(task=task.name, base=base, k=k, seed=seed, dice=d, iou=u, train_s=train_s, volume=name,
+                             slices=chosen, steps=outcome.result.steps, val_items=outcome.val_items))
+            print(f"  {task.name} {base} k={k} seed={seed} {name}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)",
+                  flush=True)
+    return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Mean ± sd over seeds per (task, base, k)."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["base"], r["k"]), []).append(r)
+    out = []
+    for (task, base, k), rs in groups.items():
+        def ms(key: str) -> tuple[float, float]:
+            v = [r[key] for r in rs]
+            return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else 0.0)
+        out.append(dict(task=task, base=base, k=k, n=len(rs), dice=ms("dice"), iou=ms("iou"), train_s=ms("train_s")))
+    return out
+
+
+def markdown(table: list[dict], all_tasks: dict[str, Task]) -> str:
+    lines = ["| task | unseen | base | k | Dice (mean ± sd) | IoU (mean ± sd) | fine-tune s | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in table:
+        t = all_tasks[r["task"]]
+        lines.append(f"| {r['task']} ({t.modality}) | {'yes' if t.unseen else 'no'} | {r['base']} | {r['k']} | "
+                     f"{r['dice'][0]:.3f} ± {r['dice'][1]:.3f} | {r['iou'][0]:.3f} ± {r['iou'][1]:.3f} | "
+                     f"{r['train_s'][0]:.0f} | {r['n']} |")
+    return "\n".join(lines)
+
+
+def _overrides(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in pairs:
+        key, _, value = item.partition("=")
+        for cast in (int, float):
+            try:
+                out[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key] = {"true": True, "false": False, "none": None}.get(value.lower(), value)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="liver, ISIC, ColonDB, hippocampus; one seed; 60 eval images")
+    ap.add_argument("--tasks", nargs="+")
+    ap.add_argument("--k", type=int, nargs="+")
+    ap.add_argument("--bases", nargs="+")
+    ap.add_argument("--seeds", type=int, nargs="+")
+    ap.add_argument("--preset", default="quick", choices=["quick", "thorough"])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
+    ap.add_argument("--n-eval", type=int, help="2D eval-set size (default 200; 60 with --quick)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", type=Path, help="write every run and the summary as JSON")
+    ap.add_argument("--label", default="", help="name of this run in the plots (default: preset and overrides)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    defaults = QUICK if args.quick else dict(tasks=["liver", "isic", "colondb", "hippocampus"], k=[1, 3, 5, 10, 20],
+                                              bases=["default"], seeds=[0, 1, 2], n_eval=200)
+    sel = {key: getattr(args, key) or defaults[key] for key in ("tasks", "k", "bases", "seeds")}
+    n_eval = args.n_eval or defaults["n_eval"]
+    overrides = _overrides(args.set)
+    all_tasks = tasks(n_eval)
+    rows: list[dict] = []
+    started = time.perf_counter()
+    for name in sel["tasks"]:
+        task = all_tasks[name]
+        ks = [TASK_K.get(name, 10)] if args.quick and not args.k else sel["k"]
+        evalset = [task.load(n) for n in task.eval] if task.kind == "2d" else []
+        for base in sel["bases"]:
+            if task.kind == "2d":
+                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset)
+            else:
+                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides)
+    table = summary(rows)
+    print(f"\nFew-shot fine-tuning, preset {args.preset}{f' with {overrides}' if overrides else ''}; "
+          f"2D eval sets of {n_eval} images; {time.perf_counter() - started:.0f} s in all\n")
+    print(markdown(table, all_tasks))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"argv": argv if argv is not None else sys.argv[1:], "preset": args.preset, "overrides": overrides, "label": args.label,
+                                         "rows": rows, "summary": table}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,85 @@
+"""Adapting a trained model to a user's data before fine-tuning: colour input and BatchNorm statistics.
+
+* :func:`expand_to_rgb` turns a 1-channel model into a 3-channel one whose output is *identical* on any
+  RGB input: the stem's weights are split over R, G, B by the luma weights the 1-channel model's
+  preprocessing uses (0.299, 0.587, 0.114), so colour is no longer thrown away and fine-tuning can learn it.
+* :func:`recalibrate_batchnorm` re-estimates every BatchNorm's running mean and variance on the user's
+  images (labelled and unlabelled), so the network's features are normalised for the new modality.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["expand_to_rgb", "recalibrate_batchnorm", "LUMA"]
+
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _stem_conv(model: nn.Module) -> nn.Conv2d:
+    conv = model.stem.conv[0]
+    if not isinstance(conv, nn.Conv2d):
+        raise TypeError(f"expected the stem's first layer to be a Conv2d, got {type(conv).__name__}")
+    return conv
+
+
+def expand_to_rgb(model: nn.Module) -> nn.Module:
+    """Make a 1-channel model take 3 channels, in place, with the same output on every RGB image; returns it.
+
+    A 3-channel model is returned unchanged. The card's preprocessing is updated to 3 channels."""
+    if model.config.in_channels == 3:
+        return model
+    if model.config.in_channels != 1:
+        raise ValueError(f"only 1-channel models can be expanded to RGB (this one has {model.config.in_channels})")
+    old = _stem_conv(model)
+    new = nn.Conv2d(3, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
+    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        luma = torch.tensor(LUMA, dtype=old.weight.dtype, device=old.weight.device).view(1, 3, 1, 1)
+        new.weight.copy_(old.weight * luma)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    new.weight.requires_grad_(old.weight.requires_grad)
+    model.stem.conv[0] = new
+    model.config.in_channels = 3
+    card = getattr(model, "card", None)
+    if card is not None:
+        card.preprocessing = dataclasses.replace(card.preprocess, channels=3).to_dict()
+        card.model = {**card.model, "in_channels": 3}
+    return model
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Re-estimate the running statistics of every BatchNorm of ``model`` from ``batches`` (model input,
+    (B, C, H, W)): a plain average over all batches, replacing the old statistics. Weights are untouched.
+    Returns the number of images seen (0 leaves the model as it was)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone(), m.momentum) for m in norms]
+    was_training = model.training
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches
+    model.train()
+    seen = 0
+    device = next(model.parameters()).device
+    try:
+        for x in batches:
+            if x.shape[0] < 2:  # BatchNorm cannot use a batch of one in training mode
+                continue
+            model(x.to(device))
+            seen += int(x.shape[0])
+    finally:
+        model.train(was_training)
+        for m, (mean, var, n, momentum) in zip(norms, saved):
+            m.momentum = momentum
+            if not seen:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(n)
+    return seen

@@ -1,0 +1,78 @@
+"""Which slice (or image of a stack) to label next: the ones the model is least sure about.
+
+:func:`slice_uncertainty` scores every slice by the mean entropy of the model's per-pixel class
+probabilities, over the pixels the model is not sure about (or that it calls foreground), so a slice
+with a small uncertain structure is not drowned by its confident background. :func:`suggest_slices`
+ranks the slices not labelled yet and keeps them apart (``min_gap``), so the suggestions cover the
+volume instead of piling up on neighbours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+__all__ = ["Suggestion", "slice_uncertainty", "suggest_slices"]
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    """A slice index and its uncertainty score (mean entropy in bits, 0 = certain)."""
+
+    z: int
+    score: float
+
+
+def _entropy(probs: np.ndarray, binary: bool) -> np.ndarray:
+    p = np.clip(probs.astype(np.float32, copy=False), EPS, 1 - EPS)
+    if binary:
+        return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
+    return -(p * np.log2(p)).sum(axis=1)
+
+
+def slice_uncertainty(probs: np.ndarray, *, threshold: float = 0.1) -> np.ndarray:
+    """Per-slice uncertainty of a segmentation's probabilities.
+
+    ``probs``: (Z, H, W) foreground probability (binary model) or (Z, K, H, W) class probabilities.
+    The score of a slice is the mean pixel entropy over its *region of interest*: pixels whose entropy is
+    above ``threshold`` bits or that are predicted foreground. A slice with no such pixel scores 0.
+    """
+    probs = np.asarray(probs)
+    binary = probs.ndim == 3
+    if probs.ndim not in (3, 4):
+        raise ValueError(f"expected probabilities (Z, H, W) or (Z, K, H, W), got shape {probs.shape}")
+    ent = _entropy(probs, binary)
+    fg = probs > 0.5 if binary else probs.argmax(axis=1) > 0
+    roi = (ent > threshold) | fg
+    total = (ent * roi).reshape(len(ent), -1).sum(axis=1)
+    count = roi.reshape(len(ent), -1).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def suggest_slices(probs: np.ndarray, labelled: Sequence[int] = (), k: int = 5, *, min_gap: int = 2,
+                   threshold: float = 0.1) -> list[Suggestion]:
+    """Up to ``k`` slices to label next, most uncertain first.
+
+    Labelled slices and slices within ``min_gap`` of a labelled or an already suggested slice are skipped;
+    so are slices the model is certain about (score 0: nothing there, or a structure it already knows).
+    """
+    scores = slice_uncertainty(probs, threshold=threshold)
+    blocked = np.zeros(len(scores), dtype=bool)
+
+    def block(z: int) -> None:
+        blocked[max(0, z - min_gap):z + min_gap + 1] = True
+
+    for z in labelled:
+        if 0 <= int(z) < len(scores):
+            block(int(z))
+    out: list[Suggestion] = []
+    for z in np.argsort(-scores, kind="stable"):
+        if len(out) >= k or scores[z] <= 0:
+            break
+        if not blocked[z]:
+            out.append(Suggestion(int(z), float(scores[z])))
+            block(int(z))
+    return out

@@ -1,0 +1,117 @@
+"""``llm4seg.adapt`` and the fine-tuning policies built on it: RGB stems, BatchNorm statistics, validation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from _factories import disk_image, one_thread, tiny_model  # noqa: F401 - one_thread: autouse
+from llm4seg.adapt import expand_to_rgb, recalibrate_batchnorm
+from llm4seg.checkpoint import ModelCard
+from llm4seg.events import Log, run_to_end
+from llm4seg.finetune import MIN_VAL_ITEMS, NO_VALIDATION, TrainingPair, finetune, preset_config, summarise, \
+    validation_fraction
+from llm4seg.infer import segment
+from llm4seg.preprocess import Preprocessing
+from llm4seg.train import TrainConfig, fit, from_arrays
+
+CLASSES = ["background", "lesion"]
+
+
+def carded(channels: int = 1):
+    model = tiny_model(in_channels=channels)
+    model.card = ModelCard(name="tiny", classes=CLASSES, model=model.config.to_dict(),
+                           preprocessing=Preprocessing(size=32, channels=channels).to_dict())
+    return model.eval()
+
+
+def colour_image(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    img, mask = disk_image(32, 32, seed=seed)
+    rng = np.random.default_rng(seed)
+    rgb = np.stack([img, np.roll(img, 3, 1), rng.integers(0, 255, img.shape)], -1).astype(np.uint8)
+    return rgb, mask
+
+
+def test_expand_to_rgb_keeps_the_output_on_colour_input():
+    model = carded()
+    rgb, _ = colour_image()
+    before = segment(rgb, model, return_probs=True, fast=False).probs
+    expand_to_rgb(model)
+    assert model.config.in_channels == 3 and model.card.preprocess.channels == 3
+    assert model.stem.conv[0].weight.shape[1] == 3
+    after = segment(rgb, model, return_probs=True, fast=False).probs
+    assert np.abs(after - before).max() < 1e-4  # luma-weighted split: exact for any colour, not only gray
+    # and the RGB model now sees colour: swapping channels changes its output, unlike the 1-channel model
+    with torch.no_grad():
+        model.stem.conv[0].weight.add_(torch.randn_like(model.stem.conv[0].weight))
+    swapped = segment(rgb[..., ::-1].copy(), model, return_probs=True, fast=False).probs
+    assert np.abs(swapped - segment(rgb, model, return_probs=True, fast=False).probs).max() > 1e-3
+    assert expand_to_rgb(model) is model  # already 3 channels: unchanged
+
+
+def test_recalibrate_batchnorm_measures_the_new_data():
+    model = carded()
+    bn = model.stem.conv[1]
+    x = torch.randn(16, 1, 32, 32) * 3 + 2
+    with torch.no_grad():
+        conv_out = model.stem.conv[0](x)
+    seen = recalibrate_batchnorm(model, [x[:8], x[8:]])
+    assert seen == 16 and not model.training
+    assert torch.allclose(bn.running_mean, conv_out.mean((0, 2, 3)), atol=1e-4)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert recalibrate_batchnorm(model, [x[:1]]) == 0  # batches of one are skipped: nothing changes
+    assert torch.allclose(bn.running_mean, conv_out.mean((0, 2, 3)), atol=1e-4)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+
+
+def test_select_last_returns_the_last_weights():
+    pairs = [disk_image(32, 32, seed=i) for i in range(4)]
+    data = from_arrays(pairs, Preprocessing(size=32))
+    config = TrainConfig(steps=4, batch_size=2, optimizer="adamw", lr=1e-2, augment=False, val_every=1, select="last")
+    with_val, without = tiny_model(), tiny_model()
+    result = run_to_end(fit(with_val, data.subset([0, 1, 2]), data.subset([3]), config))
+    run_to_end(fit(without, data.subset([0, 1, 2]), None, config))
+    assert result.best_step == 4 and len(result.history["val_iou"]) == 4
+    assert all(torch.equal(v, without.state_dict()[k]) for k, v in with_val.state_dict().items())
+
+
+def test_validation_policy():
+    assert validation_fraction(MIN_VAL_ITEMS - 1, None) == 0.0
+    assert validation_fraction(MIN_VAL_ITEMS, None) == 0.2
+    assert validation_fraction(3, 0.5) == 0.5
+    for preset in ("quick", "thorough"):
+        assert preset_config(preset).select == "last"
+
+
+def test_colour_pairs_turn_a_gray_model_into_rgb_and_report_it():
+    model = carded()
+    pairs = [TrainingPair(*colour_image(i), name=f"c{i}", rgb=True) for i in range(3)]
+    events: list = []
+    config = preset_config("thorough", steps=2, recalibrate_bn=True)
+    outcome = run_to_end(finetune(model, summarise(pairs, CLASSES), config), events.append)
+    texts = [e.text for e in events if isinstance(e, Log)]
+    assert outcome.model.config.in_channels == 3 and model.config.in_channels == 1  # the base is untouched
+    assert any("RGB" in t for t in texts) and any("BatchNorm statistics re-estimated on 3" in t for t in texts)
+    assert NO_VALIDATION in texts and outcome.val_items == 0  # 3 < MIN_VAL_ITEMS: all train
+    assert segment(pairs[0].image, outcome.model).labels.shape == (32, 32)
+    gray = run_to_end(finetune(model, summarise(pairs, CLASSES), config, expand_rgb=False))
+    assert gray.model.config.in_channels == 1
+
+
+def test_volume_recalibration_uses_unlabelled_slices():
+    model = carded()
+    img, mask = disk_image(32, 32)
+    vol = np.stack([img] * 20)
+    lab = np.zeros((20, 32, 32), np.uint8)
+    lab[5] = mask
+    events: list = []
+    run_to_end(finetune(model, summarise([TrainingPair(vol, lab, "v")], CLASSES),
+                        preset_config("thorough", steps=1, recalibrate_bn=True)), events.append)
+    assert any(isinstance(e, Log) and "re-estimated on 20 slice" in e.text for e in events)
+
+
+@pytest.mark.parametrize("n", [MIN_VAL_ITEMS])
+def test_enough_items_hold_some_out(n):
+    pairs = [TrainingPair(*disk_image(32, 32, seed=i), name=f"p{i}") for i in range(n)]
+    outcome = run_to_end(finetune(carded(), summarise(pairs, CLASSES), preset_config("thorough", steps=1)))
+    assert outcome.val_items == round(0.2 * n) and outcome.train_items == n - round(0.2 * n)

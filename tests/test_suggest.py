@@ -1,0 +1,34 @@
+"""``llm4seg.suggest``: ranking slices to label next by the model's uncertainty."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llm4seg.suggest import slice_uncertainty, suggest_slices
+
+
+def probs_volume() -> np.ndarray:
+    """10 slices: 0-2 empty and certain, 3 confident object, 6 a half-sure blob, 8 a coin flip."""
+    p = np.full((10, 16, 16), 0.001, np.float32)
+    p[3, 4:12, 4:12] = 0.999
+    p[6, 4:12, 4:12] = 0.8
+    p[8, 4:12, 4:12] = 0.5
+    return p
+
+
+def test_uncertainty_orders_slices_by_doubt():
+    s = slice_uncertainty(probs_volume())
+    assert s[8] == pytest.approx(1.0, abs=1e-3)  # p = 0.5: one bit per pixel of the region
+    assert s[8] > s[6] > s[3] >= 0 and s[0] == 0.0
+    two_class = np.stack([1 - probs_volume(), probs_volume()], axis=1)
+    assert np.allclose(slice_uncertainty(two_class), s, atol=1e-4)  # softmax form agrees with sigmoid form
+    with pytest.raises(ValueError, match="expected probabilities"):
+        slice_uncertainty(np.zeros((4, 4)))
+
+
+def test_suggestions_skip_labelled_neighbours_and_certain_slices():
+    p = probs_volume()
+    assert [s.z for s in suggest_slices(p, k=5, min_gap=0)] == [8, 6, 3]  # empty slices are never suggested
+    assert [s.z for s in suggest_slices(p, labelled=[7], k=5, min_gap=1)] == [3]  # 6 and 8 touch slice 7
+    p[9] = p[8]
+    assert [s.z for s in suggest_slices(p, k=2, min_gap=1)] == [8, 6]  # 9 sits next to 8: spread out
