@@ -17,6 +17,9 @@ run: setup
 test: setup
 	bash scripts/with-display.sh $(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
+test-fast: setup  # the development loop: no soak, no end-to-end training scripts, no multi-process DDP
+	bash scripts/with-display.sh $(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
 bench: setup
 	bash scripts/with-display.sh $(PY) -m benchmarks $(BENCH_ARGS)
 

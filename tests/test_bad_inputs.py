@@ -21,6 +21,7 @@ from llm4seg.cli import main
 from llm4seg.infer import segment
 from llm4seg.largeimage import block_mean, upsample_into
 from llm4seg.preprocess import Preprocessing
+from llm4seg.cli import EXIT_ERROR
 
 
 def _with_card(model, channels: int = 1, size: int | None = 64):
@@ -50,10 +51,10 @@ def test_cli_refuses_a_pickle_checkpoint_without_running_it(tmp_path):
     iio.imwrite(tmp_path / "img.png", disk_image()[0])
     proc = _cli("segment", "img.png", "--checkpoint", "evil.pt", "--out", "out", cwd=tmp_path)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode != 0 and len(lines) == 1 and "pickle" in lines[0], proc.stderr
+    assert proc.returncode == EXIT_ERROR and len(lines) == 1 and "pickle" in lines[0], proc.stderr
     assert not marker.exists() and not (tmp_path / "out").exists()
     debug = _cli("--debug", "segment", "img.png", "--checkpoint", "evil.pt", "--out", "out", cwd=tmp_path)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr and not marker.exists()
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and not marker.exists()
 
 
 def test_three_channel_checkpoint_on_a_gray_image_replicates_it():
@@ -153,7 +154,7 @@ def test_cli_output_folder_that_is_a_file(tmp_path, tiny_ckpt, capsys):
     (tmp_path / "taken").write_text("not a folder")
     code = main(["segment", str(tmp_path / "img.png"), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "taken")])
     err = capsys.readouterr().err
-    assert code != 0 and "is a file, not a folder" in err and (tmp_path / "taken").read_text() == "not a folder"
+    assert code == EXIT_ERROR and "is a file, not a folder" in err and (tmp_path / "taken").read_text() == "not a folder"
 
 
 def test_cli_unwritable_output_folder_fails_before_segmenting(tmp_path, tiny_ckpt, capsys, monkeypatch):
@@ -170,7 +171,7 @@ def test_cli_unwritable_output_folder_fails_before_segmenting(tmp_path, tiny_ckp
     monkeypatch.setattr(tempfile, "mkstemp", denied)
     code = main(["segment", str(tmp_path / "img.png"), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / "ro")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code != 0 and len(err) == 1 and "cannot write into the output folder" in err[0] and "--out" in err[0]
+    assert code == EXIT_ERROR and len(err) == 1 and "cannot write into the output folder" in err[0] and "--out" in err[0]
     assert not calls  # refused before any work
 
 
@@ -180,7 +181,7 @@ def test_cli_existing_output_is_never_overwritten_without_asking(tmp_path, tiny_
     out.mkdir()
     (out / "img_labels.png").write_bytes(b"precious")
     code = main(["segment", str(tmp_path / "img.png"), "--checkpoint", str(tiny_ckpt), "--out", str(out)])
-    assert code != 0 and "--overwrite" in capsys.readouterr().err
+    assert code == EXIT_ERROR and "--overwrite" in capsys.readouterr().err
     assert (out / "img_labels.png").read_bytes() == b"precious"
     assert main(["segment", str(tmp_path / "img.png"), "--checkpoint", str(tiny_ckpt), "--out", str(out),
                  "--overwrite"]) == 0

@@ -14,6 +14,7 @@ import torch
 from _factories import disk_image, tiny_model
 from llm4seg.checkpoint import ModelCard, save_checkpoint
 from llm4seg.cli import main
+from llm4seg.cli import EXIT_ERROR
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,6 @@ def test_models_lists_each_shipped_model_with_modality_and_classes(capsys):
 ])
 def test_errors_are_one_line_with_nonzero_exit(args, needle, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "llm4seg.cli", *args], capture_output=True, text=True, cwd=tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == EXIT_ERROR
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr

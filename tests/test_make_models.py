@@ -10,11 +10,13 @@ from pathlib import Path
 import imageio.v3 as iio
 import nibabel as nib
 import numpy as np
+import pytest
 
 from _factories import disk_image
 from llm4seg.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # trains every recipe end to end: not in `make test-fast`
 
 
 def _tiny_data(root: Path) -> None:

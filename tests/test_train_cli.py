@@ -9,6 +9,7 @@ import torch
 from llm4seg.checkpoint import load_checkpoint, read_card
 from llm4seg.cli import main
 from llm4seg.train.state import state_path_for
+from llm4seg.cli import EXIT_ERROR
 from test_train_data import make_folder, make_volume
 
 FAST = ["--size", "32", "--batch-size", "2", "--no-llm", "--threads", "1"]
@@ -101,7 +102,7 @@ def test_bad_input_exits_non_zero_with_one_line(folder, tmp_path, capsys, args, 
                 exists=str(exists), tmp=str(tmp_path))
     code = main([a.format(**subs) for a in args])
     err = capsys.readouterr().err.strip()
-    assert code != 0 and message in err and len(err.splitlines()) == 1, err
+    assert code == EXIT_ERROR and message in err and len(err.splitlines()) == 1, err
 
 
 def test_fine_tune_keeps_the_checkpoint_class_names(folder, tmp_path):

@@ -17,6 +17,8 @@ from llm4seg.events import run_to_end
 from llm4seg.preprocess import Preprocessing
 from llm4seg.train import TrainConfig, fit, from_arrays
 
+pytestmark = pytest.mark.slow  # several processes: not in `make test-fast`
+
 SCRIPT = textwrap.dedent("""
     import json, os, sys
     import torch
