@@ -127,6 +127,9 @@ def test_embedded_layer_loads_only_its_layer(monkeypatch):
     assert w.tensors["mlp.down_proj.weight"].shape == (576, 1536)
     assert all(t.dtype == torch.float32 for t in w.tensors.values())
     assert tensors_sha256(w.tensors) == w.sha256 == SMOLLM2_LAYER15_SHA
+    nudged = {k: v.clone() for k, v in w.tensors.items()}
+    nudged["mlp.down_proj.weight"][0, 0] += 1e-3
+    assert tensors_sha256(nudged) != SMOLLM2_LAYER15_SHA  # one changed value changes the hash
     assert load_layer_weights("smollm2-135m:-15").descriptor == "smollm2-135m:15"
     assert load_layer_weights("SmolLM2-135M").layer_index == 15  # omitted layer: the middle one
 
