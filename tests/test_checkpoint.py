@@ -65,6 +65,9 @@ def test_baseline_round_trip(tmp_path):
     model = tiny_model()
     loaded = load_checkpoint(save_checkpoint(tmp_path / "b.safetensors", model), device="cpu")
     assert loaded.booster is None and loaded.card.llm == {}
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), loaded.eval()(x))  # the same network, bit for bit
 
 
 def _rewrite_card(path, card):

@@ -37,9 +37,11 @@ def test_z_range_only_fills_those_slices(model):
     full = segment(vol, model, return_probs=True)
     part = segment(vol, model, z_range=(2, 4), return_probs=True)
     assert part.z_range == (2, 4)
-    assert not part.probs[[0, 1, 4, 5]].any()
-    # the intensity range is taken from the chosen slices, so compare labels only loosely
-    assert part.labels.shape == full.labels.shape
+    assert not part.probs[[0, 1, 4, 5]].any() and not part.labels[[0, 1, 4, 5]].any()
+    direct = segment(vol[2:4], model, return_probs=True)  # the same slices segmented on their own
+    np.testing.assert_array_equal(part.labels[2:4], direct.labels)
+    np.testing.assert_allclose(part.probs[2:4], direct.probs, atol=1e-5)
+    np.testing.assert_array_equal(part.labels[2:4], full.labels[2:4])  # uint8: one intensity range for both
 
 
 def test_progress_and_cancel(model):
