@@ -78,4 +78,5 @@ def suggest_job(base: Any, pair: TrainingPair, window: tuple[float, float] | Non
     if result is None:
         return []
     labelled = np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1)).tolist()
-    return suggest_slices(result.probs, labelled, k)
+    probs = result.probs if result.probs.ndim == 3 else result.probs.transpose(1, 0, 2, 3)  # (K, Z, ..) → (Z, K, ..)
+    return suggest_slices(probs, labelled, k)

@@ -190,6 +190,12 @@ class InputPanel(QGroupBox):
         self.scope.currentIndexChanged.connect(self._on_scope)
         self._scope_row = _row(self.scope, self.z0, QLabel("–"), self.z1)
         form.addRow("Scope", self._scope_row)
+        self.tta = QComboBox()
+        for value, text in ((None, "off"), ("flips", "flips (3 passes)"), ("d4", "8 symmetries (8 passes)")):
+            self.tta.addItem(text, value)
+        self.tta.setToolTip("Test-time augmentation: segment flipped (or rotated) copies too and average the "
+                            "probabilities. Smoother, slightly better masks at 3× or 8× the time.")
+        form.addRow("Test-time aug.", self.tta)
         self._card_window: tuple[float, float] | None = None
         self._window_shown = False
         self.set_card_window(None)

@@ -206,7 +206,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
             self._job = _workers.start(
                 _workers.segment_job, data[lead] if lead else data, self.model,
                 device=self.model_panel.device.currentText(), options=opts, volume=True if layout == "3d" else None,
-                z_range=z_range, window=info["window"], cancel=run.cancel,
+                z_range=z_range, window=info["window"], tta=self.input_panel.tta.currentData(), cancel=run.cancel,
                 connect={"yielded": self._on_event, "returned": self._on_done, "errored": self._on_error,
                          "finished": [self._on_finished, unfreeze]})
         except Exception as exc:  # noqa: BLE001 - e.g. reading a lazy (dask / zarr) array failed

@@ -71,3 +71,19 @@ def test_unsupported_layouts_are_explained(model):
         segment(np.zeros((2, 3, 16, 16), np.uint8), model)
     with pytest.raises(ValueError, match="z-range"):
         segment(np.zeros((4, 16, 16), np.uint8), model, z_range=(3, 3))
+
+
+def test_test_time_augmentation_averages_symmetric_views(model):
+    img, _ = disk_image(32, 32)
+    plain = segment(img, model, return_probs=True, fast=False)
+    flips = segment(img, model, return_probs=True, fast=False, tta="flips")
+    d4 = segment(img, model, return_probs=True, fast=False, tta="d4")
+    assert flips.labels.shape == d4.labels.shape == plain.labels.shape
+    views = [plain.probs, segment(img[:, ::-1].copy(), model, return_probs=True, fast=False).probs[:, ::-1],
+             segment(img[::-1].copy(), model, return_probs=True, fast=False).probs[::-1]]
+    np.testing.assert_allclose(flips.probs, np.mean(views, axis=0), atol=1e-4)  # the mean of the three views
+    # d4 is invariant to the symmetries it averages: a rotated image gives the rotated probabilities
+    turned = segment(np.rot90(img).copy(), model, return_probs=True, fast=False, tta="d4").probs
+    np.testing.assert_allclose(turned, np.rot90(d4.probs), atol=1e-4)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        segment(img, model, tta="spin")

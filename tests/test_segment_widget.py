@@ -14,6 +14,7 @@ from qtpy.QtCore import QSettings  # noqa: E402
 from _factories import tiny_model  # noqa: E402
 from _widget_models import ThresholdModel, ct_volume, disk  # noqa: E402
 from llm4seg.checkpoint import ModelCard  # noqa: E402
+from llm4seg.infer import segment  # noqa: E402
 from llm4seg.models import UNTRAINED_NOTE  # noqa: E402
 from llm4seg.preprocess import Preprocessing  # noqa: E402
 from napari_llm4seg import _output, _workers  # noqa: E402
@@ -346,3 +347,20 @@ def test_layer_layouts_and_geometry():
     np.testing.assert_allclose(kw["rotate"], image.rotate)
     assert kw["name"] == f"{image.name} labels"
     assert set(kw["colormap"]) == {None, 0, 1, 2} and kw["colormap"][0][3] == 0
+
+
+def test_test_time_augmentation_is_passed_to_the_run(make_widget, qtbot, monkeypatch):
+    model = tiny_model(seed=3)
+    model.card = ModelCard(name="tiny", classes=["background", "lesion"], model=model.config.to_dict(),
+                           preprocessing=Preprocessing(size=32).to_dict())
+    viewer, widget = make_widget(model.eval())
+    seen = []
+    real = _workers.iter_segment
+    monkeypatch.setattr(_workers, "iter_segment", lambda *a, **kw: seen.append(kw.get("tta")) or real(*a, **kw))
+    img = disk()[0]
+    viewer.add_image(img, name="disk")
+    run_and_wait(qtbot, widget)
+    widget.input_panel.tta.setCurrentIndex(widget.input_panel.tta.findData("d4"))
+    run_and_wait(qtbot, widget)
+    assert seen == [None, "d4"]
+    np.testing.assert_array_equal(viewer.layers["disk labels"].data, segment(img, model, tta="d4").labels)

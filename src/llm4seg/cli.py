@@ -100,7 +100,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             raise CLIError(f"{dest} exists: pass --overwrite to replace it, or choose another --out")
         result = None
         with _progress_bar(1, src.name, not args.json and sys.stderr.isatty()) as bar:
-            for event in iter_segment(data.array, model, window=window, batch_size=args.batch_size):
+            for event in iter_segment(data.array, model, window=window, batch_size=args.batch_size, tta=args.tta):
                 if isinstance(event, Progress):
                     bar.total = event.total
                     bar.n = event.done
@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--window", help="CT window: a preset (abdomen, liver, lung, bone, ...) or LEVEL,WIDTH")
     p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--tta", choices=["flips", "d4"], default=None,
+                   help="test-time augmentation: average over flips (3 passes) or the 8 square symmetries")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_segment)

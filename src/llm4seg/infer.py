@@ -100,13 +100,17 @@ def iter_segment(
     cancel: Any = None,
     return_probs: bool = False,
     fast: bool = True,
+    tta: str | None = None,
 ) -> Generator[Progress | Done | Cancelled, None, SegmentationResult | None]:
     """Segment ``image`` with ``model``; see the module docstring for the event protocol.
 
     ``z_range`` (start, stop) limits a volume to those slices (the rest stays 0). ``window`` overrides the
     card's CT window (level, width). ``prep`` overrides the card's preprocessing. ``fast`` runs the fused
-    inference copy of the network (``llm4seg.fastpath``; same logits within ~1e-5).
+    inference copy of the network (``llm4seg.fastpath``; same logits within ~1e-5). ``tta``: test-time
+    augmentation, ``"flips"`` (3 passes) or ``"d4"`` (the 8 symmetries of the square), probabilities averaged.
     """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     started = time.perf_counter()
     image = np.asarray(image)
     layout = image_layout(image, volume)
@@ -116,7 +120,7 @@ def iter_segment(
     if f > 1:  # bounded memory: segment a block-mean reduced copy, write the mask back at full size
         lo, hi = intensity_range(image, prep, window)
         inner = iter_segment(block_mean(image, f), model, cancel=cancel, batch_size=batch_size, prep=prep,
-                             window=((lo + hi) / 2.0, hi - lo), return_probs=return_probs, fast=fast)
+                             window=((lo + hi) / 2.0, hi - lo), return_probs=return_probs, fast=fast, tta=tta)
         while True:
             try:
                 event = next(inner)
@@ -160,7 +164,7 @@ def iter_segment(
                 t0 = time.perf_counter()
                 x = to_model_input(stack[z:stop], prep, lo, hi, device)
                 t1 = time.perf_counter()
-                out = net(x).float()
+                out = tta_forward(net, x, tta)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t2 = time.perf_counter()
@@ -200,6 +204,35 @@ def iter_segment(
     )
     yield Done(result)
     return result
+
+
+TTA_MODES = (None, "flips", "d4")
+#: (mirror left-right first, then quarter turns): "flips" is identity, left-right and up-down (= mirror + half turn)
+_TRANSFORMS = {"flips": [(False, 0), (True, 0), (True, 2)],
+               "d4": [(flip, k) for flip in (False, True) for k in range(4)]}
+
+
+def _apply(x: torch.Tensor, flip: bool, k: int) -> torch.Tensor:
+    return torch.rot90(x.flip(-1) if flip else x, k, (-2, -1)).contiguous()
+
+
+def _undo(y: torch.Tensor, flip: bool, k: int) -> torch.Tensor:
+    y = torch.rot90(y, -k, (-2, -1))
+    return y.flip(-1) if flip else y
+
+
+def tta_forward(net: torch.nn.Module, x: torch.Tensor, tta: str | None = None) -> torch.Tensor:
+    """``net(x)`` as float logits; with ``tta`` the probabilities averaged over flips / square symmetries,
+    returned as logits again (sigmoid or softmax of the result gives the averaged probabilities)."""
+    if tta is None:
+        return net(x).float()
+    total = None
+    for flip, k in _TRANSFORMS[tta]:
+        logits = _undo(net(_apply(x, flip, k)).float(), flip, k)
+        p = torch.sigmoid(logits) if logits.shape[1] == 1 else torch.softmax(logits, 1)
+        total = p if total is None else total + p
+    mean = (total / len(_TRANSFORMS[tta])).clamp(1e-6, 1 - 1e-6)
+    return torch.logit(mean) if mean.shape[1] == 1 else torch.log(mean)
 
 
 def _full_size(small: SegmentationResult, hw: tuple[int, int], f: int, started: float) -> SegmentationResult:
