@@ -32,7 +32,7 @@ from ._finetune_plot import TrainingPlot
 from ._layers import unwrap
 from ._segment_widget import SegmentWidget
 from ._settings import WidgetSettings
-from ._suggest_panel import SuggestPanel, first_volume_pair
+from ._suggest_panel import SuggestPanel, pair_to_rank
 
 PLUGIN, SEGMENT_WIDGET = "napari-llm4seg", "LLM4Seg: Segment"
 
@@ -145,7 +145,8 @@ class FineTuneWidget(QWidget):
         return None, DEFAULT_NAME, seg
 
     def _suggest_source(self) -> tuple[Any, TrainingPair, Any] | str:
-        pair = first_volume_pair(self.pairs_panel.training_pairs())
+        panel = self.pairs_panel
+        pair = pair_to_rank(panel.pairs(), panel.training_pairs(), self.viewer.layers.selection.active)
         model, _, seg = self.base_model()
         return pair if isinstance(pair, str) else (model, pair, seg.input_panel.window_value() if seg else None)
 

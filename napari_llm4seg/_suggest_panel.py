@@ -96,9 +96,11 @@ class SuggestPanel(QGroupBox):
             self.viewer.dims.current_step = tuple(step)
 
 
-def first_volume_pair(pairs: list[TrainingPair]) -> TrainingPair | str:
-    """The first pair holding a volume or a stack, or why there is none."""
-    for pair in pairs:
-        if np.ndim(pair.labels) == 3:
-            return pair
+def pair_to_rank(layer_pairs: list[tuple[Any, Any]], pairs: list[TrainingPair], active: Any) -> TrainingPair | str:
+    """The pair to rank: the one whose Labels layer is selected (being painted), else the first one holding a
+    volume or a stack; or why there is none."""
+    order = sorted(range(len(pairs)), key=lambda i: layer_pairs[i][1] is not active)
+    for i in order:
+        if np.ndim(pairs[i].labels) == 3:
+            return pairs[i]
     return "Suggestions rank the slices of a volume or stack: pair one with a Labels layer above."
