@@ -8,7 +8,7 @@
 # BUSI_SCHEDULE / CT_SCHEDULE / CT_TRAIN_Z / CT_TEST_Z override the recorded schedule and z-ranges (the test
 # suite runs the same recipe for two steps on a tiny copy of the data this way).
 #
-# On a 2-core CPU: busi-lesion ≈ 25 min, ct-liver ≈ 10 min, generalist ≈ 55 min. Interrupted runs continue with the same command
+# On a 2-core CPU: busi-lesion ≈ 25 min, ct-liver ≈ 10 min, generalist ≈ 45 min. Interrupted runs continue with the same command
 # (the training state next to the checkpoint is picked up with --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,7 +20,7 @@ SHIP=${SHIP:-1}
 TRAIN=${TRAIN:-1}
 BUSI_SCHEDULE=${BUSI_SCHEDULE:---epochs 14}
 CT_SCHEDULE=${CT_SCHEDULE:---epochs 40}
-GENERALIST_SCHEDULE=${GENERALIST_SCHEDULE:---steps 5000}
+GENERALIST_SCHEDULE=${GENERALIST_SCHEDULE:---steps 4000}
 CT_TRAIN_Z=${CT_TRAIN_Z:-0,72}
 CT_TEST_Z=${CT_TEST_Z:-72,119}
 which=${1:-all}

@@ -3,7 +3,7 @@ balanced per dataset, one foreground class. Gray images are replicated to 3 chan
 abdomen window. CVC-ColonDB, the hippocampus MRI and ircad17's other structures stay out (they are the
 unseen tasks of the few-shot benchmark), and so do TG3K's test_* frames and ircad17 z 72-118 (held out).
 
-    python scripts/train_generalist.py --out runs/generalist.safetensors [--steps N] [--resume]
+    python scripts/train_generalist.py --out runs/generalist.safetensors [--steps 4000] [--resume]
 
 Resumable: with --resume the run continues from the checkpoint and its training state.
 """
@@ -38,7 +38,7 @@ def main() -> int:
     p.add_argument("--data", default="../shared/data", type=Path)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=5000)
+    p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--val-every", type=int, default=500)
     p.add_argument("--per-dataset", type=int, default=None,
                    help="slices per dataset per epoch (default: the largest dataset's training count)")
