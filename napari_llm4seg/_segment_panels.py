@@ -188,7 +188,8 @@ class InputPanel(QGroupBox):
         self.z1 = QSpinBox()
         self.z1.setToolTip("Last slice of the z-range (0-based, included).")
         self.scope.currentIndexChanged.connect(self._on_scope)
-        self._scope_row = _row(self.scope, self.z0, QLabel("–"), self.z1)
+        self._dash = QLabel("–")
+        self._scope_row = _row(self.scope, self.z0, self._dash, self.z1)
         form.addRow("Scope", self._scope_row)
         self.tta = QComboBox()
         for value, text in ((None, "off"), ("flips", "flips (3 passes)"), ("d4", "8 symmetries (8 passes)")):
@@ -281,8 +282,8 @@ class InputPanel(QGroupBox):
 
     def _on_scope(self, *_: Any) -> None:
         ranged = self.scope.currentData() == SCOPE_RANGE
-        self.z0.setVisible(ranged)
-        self.z1.setVisible(ranged)
+        for w in (self.z0, self._dash, self.z1):
+            w.setVisible(ranged)
 
     def z_range(self) -> tuple[int, int]:
         """The z-range as (start, stop) with stop exclusive."""
@@ -320,10 +321,16 @@ class PostPanel(QGroupBox):
         form.addRow(self.fill)
         form.addRow("Remove objects <", self.min_size)
         form.addRow("Components", self.mode)
+        self._mode_rows = [self.mode, form.labelForField(self.mode)]
         form.addRow(self.preview)
         for signal in (self.largest.toggled, self.fill.toggled, self.min_size.valueChanged,
                        self.mode.currentIndexChanged):
             signal.connect(self.changed)
+
+    def show_volume_options(self, volume: bool) -> None:
+        """The 3D / per-slice choice only means something for volumes."""
+        for w in self._mode_rows:
+            w.setVisible(volume)
 
     def options(self) -> PostprocessOptions:
         return PostprocessOptions(largest=self.largest.isChecked(), fill_holes=self.fill.isChecked(),

@@ -148,6 +148,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
     def _on_input_changed(self, *_: Any) -> None:
         card_window = self.model is not None and self.model.card.preprocess.window is not None
         self.input_panel.show_layer(self.input_layer(), card_window)
+        self.post_panel.show_volume_options(self.input_panel.scope.isEnabled())
 
     # --- running -----------------------------------------------------------------------------------------
     @property
@@ -165,7 +166,9 @@ class SegmentWidget(CheckpointMixin, QWidget):
         layer = unwrap(layer) if layer is not None else self.input_layer()
         if layer is None:
             active = self.viewer.layers.selection.active
-            show_warning(msg.no_input(None if active is None or isinstance(active, Image) else active))
+            text = msg.no_input(None if active is None or isinstance(active, Image) else active)
+            show_warning(text)
+            self._set_status(text)
             return False
         try:
             layout = layer_layout(layer)

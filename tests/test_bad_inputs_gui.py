@@ -49,6 +49,7 @@ def test_labels_points_shapes_are_refused(make_widget, qtbot, notes):
     assert widget.input_layer() is None and combo.count() == 0
     assert not widget.run()
     wait_idle(qtbot, widget)
+    assert widget.status.text().startswith("Nothing to segment")  # said in the widget too, not only a pop-up
     messages = notes()
     for name in ("mask", "scan"):
         assert ("warning", "Nothing to segment: open an image (File > Open, or File > Open Sample > LLM4Seg) and "

@@ -364,3 +364,14 @@ def test_test_time_augmentation_is_passed_to_the_run(make_widget, qtbot, monkeyp
     run_and_wait(qtbot, widget)
     assert seen == [None, "d4"]
     np.testing.assert_array_equal(viewer.layers["disk labels"].data, segment(img, model, tta="d4").labels)
+
+
+def test_volume_only_controls_hide_for_2d_images(make_widget, qtbot):
+    viewer, widget = make_widget(show=True)
+    viewer.add_image(disk()[0], name="flat")
+    post, inp = widget.post_panel, widget.input_panel
+    assert not post.mode.isVisible() and not inp._dash.isVisible() and not inp.scope.isEnabled()
+    viewer.add_image(ct_volume()[0], name="ct")
+    assert post.mode.isVisible() and inp.scope.isEnabled() and not inp._dash.isVisible()
+    inp.scope.setCurrentIndex(inp.scope.findData("range"))
+    assert inp._dash.isVisible() and inp.z0.isVisible()
