@@ -142,7 +142,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not rows:
         print("no trained checkpoints are installed; 'default' is an untrained model (see `llm4seg info default`)")
     for r in rows:
-        metrics = ", ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items() if isinstance(v, float))
+        metrics = ", ".join(f"{k}={v:.3f}" for k, v in r["metrics"].items()
+                            if isinstance(v, float) and k.endswith(("_dice", "_iou")) and "pooled" not in k)
         print(f"{r['name']}{' (default)' if r['default'] else ''}: {r['task']}; input {r['modality']} at "
               f"{r['size']}²; classes {', '.join(r['classes'])}; {metrics}")
     return 0
