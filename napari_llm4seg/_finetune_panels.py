@@ -28,9 +28,10 @@ from ._qtutil import row as _row
 
 PARTS = (("decoder", "decoder + head (fast)"), ("all", "whole network (but the LLM layer)"))
 PRESET_TIPS = {
-    "quick": "quick: ~100 steps, only the decoder and head train, on encoder features computed once "
-             "(about a minute on a laptop CPU at 256²).",
-    "thorough": "thorough: 400 steps of the whole network (the frozen LLM layer excepted): slower, adapts more.",
+    "quick": "quick: 100 steps, only the decoder and head train, on encoder features computed once "
+             "(11-16 s for 5-10 items at 128² on a 2-core CPU; docs/finetuning.md).",
+    "thorough": "thorough: 400 steps of the whole network (the frozen LLM layer excepted): slower, adapts more, "
+                "and can forget more of what the model knew.",
 }
 
 

@@ -90,7 +90,10 @@ class TrainConfig:
         and booster features cached once per item; 112² crops of those features when the model's input is
         larger (measured on liver CT: as good as 128² crops, a quarter faster). Flips/rot90 are off
         (``augment=True`` caches ``aug_versions`` symmetries per item): on liver CT slices they gave no gain
-        within 100 steps and slowed the first steps."""
+        within 100 steps and slowed the first steps. Measured again across modalities (``benchmarks.fewshot``,
+        docs/finetuning.md): 11-16 s for 5-10 items at 128² on 2 CPU cores; training the whole network for 150
+        steps (lr 1e-3 or 3e-4, flips + rot90) or re-estimating BatchNorm statistics first gave no better
+        Dice in 3-4x the time. The last weights are kept (``select="last"``)."""
         base = dict(preset="quick", steps=100, batch_size=4, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
                     schedule="cosine", warmup_steps=5, train="decoder", cache_features=True, augment=False,
                     aug_versions=4, crop=112, val_every=25, select="last")
