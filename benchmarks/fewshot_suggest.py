@@ -42,7 +42,7 @@ def _score(model, image, mask, chosen, window):
     return scores(pred[others] == 1, mask[others])[0]
 
 
-def run(task_name: str, base_name: str, seed: int) -> dict:
+def run(task_name: str, base_name: str, seed: int, min_area: float = 0.0) -> dict:
     task = tasks()[task_name]
     volumes = task.volumes()
     name, image, mask, window = volumes[seed % len(volumes)]
@@ -60,7 +60,7 @@ def run(task_name: str, base_name: str, seed: int) -> dict:
     tuned = _tune(base, image, mask, first, prep, seed)
     probs = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window),
                     return_probs=True).probs
-    chosen = sorted(first + [s.z for s in suggest_slices(probs, first, 3)])
+    chosen = sorted(first + [s.z for s in suggest_slices(probs, first, 3, min_area=min_area)])
     out["suggested"] = _score(_tune(base, image, mask, chosen, prep, seed), image, mask, chosen, window)
     out["suggested_slices"], out["suggest_s"] = chosen, time.perf_counter() - t
     print(out, flush=True)
@@ -73,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", default="default")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--min-area", type=float, default=0.0, help="suggest_slices(min_area=...)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = [run(t, args.base, s) for t in args.tasks for s in args.seeds]
-    print(f"\n5 labelled slices, quick fine-tune from {args.base}: Dice on the other slices (mean ± sd over seeds)\n")
+    rows = [run(t, args.base, s, args.min_area) for t in args.tasks for s in args.seeds]
+    print(f"\n5 labelled slices, quick fine-tune from {args.base} (min_area {args.min_area}): Dice on the other slices "
+          "(mean ± sd over seeds)\n")
     print("| task | even | random | 2 even + 3 suggested | seeds |\n|---|---|---|---|---|")
     for t in args.tasks:
         rs = [r for r in rows if r["task"] == t]

@@ -52,6 +52,37 @@ def segment(widget: Any, layer: Any) -> None:
     print(f"  {widget.status.text()}")
 
 
+def finetune_shot(viewer: Any, seg: Any, out: Path) -> None:
+    """The CT sample with 3 labelled slices: a quick fine-tune of the default, then "Label this next"."""
+    import numpy as np
+
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    seg.load_checkpoint("default")
+    wait(lambda: not seg.busy)
+    volume, reference = viewer.open_sample(PLUGIN, "ircad17_ct")
+    sparse = np.zeros_like(reference.data)
+    for z in (15, 30, 45):
+        sparse[z] = reference.data[z]
+    viewer.layers.remove(reference)
+    mine = viewer.add_labels(sparse, name="my liver (3 slices)", scale=volume.scale, translate=volume.translate)
+    dock, ft = viewer.window.add_plugin_dock_widget(PLUGIN, "LLM4Seg: Fine-tune")
+    settle()
+    if not ft.run():
+        raise RuntimeError(f"fine-tuning did not start: {ft.bar.status.text()}")
+    wait(lambda: not ft.busy)
+    ft.use_now()
+    wait(lambda: seg.model is ft.outcome.model)
+    segment(seg, volume)  # the whole volume with the fine-tuned weights
+    viewer.layers.selection.active = mine
+    ft.suggest_panel.suggest()
+    wait(lambda: not ft.suggest_panel.busy)
+    viewer.window.remove_dock_widget(seg.parent())  # the Fine-tune widget alone, at full height
+    viewer.dims.set_current_step(0, 30)
+    viewer.reset_view()
+    shot(viewer, out, "finetune_widget.png")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default="default", help="checkpoint name or .safetensors file to show")
@@ -108,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         segment(widget, volume)
         viewer.reset_view()
         shot(viewer, out, "segment_ct_slice.png")
+        finetune_shot(viewer, widget, out)
     finally:
         viewer.close()
     return 0

@@ -40,26 +40,36 @@ def slice_uncertainty(probs: np.ndarray, *, threshold: float = 0.1) -> np.ndarra
     The score of a slice is the mean pixel entropy over its *region of interest*: pixels whose entropy is
     above ``threshold`` bits or that are predicted foreground. A slice with no such pixel scores 0.
     """
+    ent, roi = _region(probs, threshold)
+    total = (ent * roi).reshape(len(ent), -1).sum(axis=1)
+    count = roi.reshape(len(ent), -1).sum(axis=1)
+    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+
+def _region(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel entropy and the region of interest (uncertain or foreground pixels) of each slice."""
     probs = np.asarray(probs)
     binary = probs.ndim == 3
     if probs.ndim not in (3, 4):
         raise ValueError(f"expected probabilities (Z, H, W) or (Z, K, H, W), got shape {probs.shape}")
     ent = _entropy(probs, binary)
     fg = probs > 0.5 if binary else probs.argmax(axis=1) > 0
-    roi = (ent > threshold) | fg
-    total = (ent * roi).reshape(len(ent), -1).sum(axis=1)
-    count = roi.reshape(len(ent), -1).sum(axis=1)
-    return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+    return ent, (ent > threshold) | fg
 
 
 def suggest_slices(probs: np.ndarray, labelled: Sequence[int] = (), k: int = 5, *, min_gap: int = 2,
-                   threshold: float = 0.1) -> list[Suggestion]:
+                   threshold: float = 0.1, min_area: float = 0.0) -> list[Suggestion]:
     """Up to ``k`` slices to label next, most uncertain first.
 
     Labelled slices and slices within ``min_gap`` of a labelled or an already suggested slice are skipped;
-    so are slices the model is certain about (score 0: nothing there, or a structure it already knows).
+    so are slices the model is certain about (score 0: nothing there, or a structure it already knows), and,
+    with ``min_area`` > 0, slices whose region of interest (uncertain or foreground pixels) is smaller than that
+    fraction of the largest slice's (stray blobs outside the structure, which give nothing to paint).
     """
     scores = slice_uncertainty(probs, threshold=threshold)
+    if min_area > 0:
+        area = _region(probs, threshold)[1].reshape(len(scores), -1).sum(axis=1)
+        scores = np.where(area >= min_area * max(1, int(area.max())), scores, 0.0)
     blocked = np.zeros(len(scores), dtype=bool)
 
     def block(z: int) -> None:
