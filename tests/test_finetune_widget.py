@@ -209,7 +209,7 @@ def test_single_pair_says_no_validation_and_trains(make_widgets, qtbot, notes):
     add_pairs(viewer, 1)
     set_steps(ft, 3)
     train(qtbot, ft)
-    assert any("fewer than 20 labelled" in msg for _, msg in notes())
+    assert any("fewer than 50 labelled" in msg for _, msg in notes())
     assert ft.outcome.result.status == "done" and ft.outcome.val_items == 0
     assert len(ft.plot.points["loss"][0]) == 3 and not ft.plot.points["val_dice"][0]
 

@@ -33,7 +33,7 @@ __all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "prese
 
 PRESET_NAMES = ("quick", "thorough")
 DEFAULT_SIZE = 256  # training input size when the checkpoint segments at native size (size=None)
-MIN_VAL_ITEMS = 20
+MIN_VAL_ITEMS = 50
 NO_VALIDATION = (f"fewer than {MIN_VAL_ITEMS} labelled images/slices: all of them train and the last weights are "
                  "kept (a Dice measured on one or two held-out slices says more about those slices than about "
                  "the model)")
