@@ -46,7 +46,7 @@ def plot(files: list[Path], out: Path, title: str = "") -> None:
             sd = [r["dice"][1] for r in rows]
             secs = [r["train_s"][0] for r in rows]
             axes[0][col].errorbar(ks, dice, yerr=sd, marker="o", capsize=3, label=label)
-            axes[1][col].errorbar(secs, dice, yerr=sd, marker="o", capsize=3, label=label)
+            axes[1][col].errorbar(secs, dice, yerr=sd, marker="o", linestyle="none", capsize=3, label=label)
         axes[0][col].set_title(task)
         axes[0][col].set_xlabel("labelled items k")
         axes[1][col].set_xlabel("fine-tuning seconds")

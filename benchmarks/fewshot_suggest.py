@@ -42,7 +42,7 @@ def _score(model, image, mask, chosen, window):
     return scores(pred[others] == 1, mask[others])[0]
 
 
-def run(task_name: str, base_name: str, seed: int, min_area: float = 0.0) -> dict:
+def run(task_name: str, base_name: str, seed: int, min_area: float = 0.25) -> dict:
     task = tasks()[task_name]
     volumes = task.volumes()
     name, image, mask, window = volumes[seed % len(volumes)]
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", default="default")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--min-area", type=float, default=0.0, help="suggest_slices(min_area=...)")
+    ap.add_argument("--min-area", type=float, default=0.25, help="suggest_slices(min_area=...)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     rows = [run(t, args.base, s, args.min_area) for t in args.tasks for s in args.seeds]

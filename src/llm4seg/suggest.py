@@ -58,7 +58,7 @@ def _region(probs: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray
 
 
 def suggest_slices(probs: np.ndarray, labelled: Sequence[int] = (), k: int = 5, *, min_gap: int = 2,
-                   threshold: float = 0.1, min_area: float = 0.0) -> list[Suggestion]:
+                   threshold: float = 0.1, min_area: float = 0.25) -> list[Suggestion]:
     """Up to ``k`` slices to label next, most uncertain first.
 
     Labelled slices and slices within ``min_gap`` of a labelled or an already suggested slice are skipped;
