@@ -115,3 +115,15 @@ def test_enough_items_hold_some_out(n):
     pairs = [TrainingPair(*disk_image(32, 32, seed=i), name=f"p{i}") for i in range(n)]
     outcome = run_to_end(finetune(carded(), summarise(pairs, CLASSES), preset_config("thorough", steps=1)))
     assert outcome.val_items == round(0.2 * n) and outcome.train_items == n - round(0.2 * n)
+
+
+def test_ct_pairs_without_a_window_train_in_the_abdomen_window():
+    img, mask = disk_image(32, 32)
+    vol = np.stack([img.astype(np.int16) * 4 - 1000] * 4)  # Hounsfield units
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[1] = mask
+    events: list = []
+    outcome = run_to_end(finetune(carded(), summarise([TrainingPair(vol, lab, "ct")], CLASSES),
+                                  preset_config("thorough", steps=1)), events.append)
+    assert outcome.model.card.preprocess.window == (40.0, 400.0)
+    assert any(isinstance(e, Log) and "abdomen window" in e.text for e in events)

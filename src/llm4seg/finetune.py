@@ -23,7 +23,7 @@ import torch
 from .adapt import expand_to_rgb, recalibrate_batchnorm
 from .checkpoint import ModelCard
 from .events import Log, is_cancelled
-from .preprocess import Preprocessing
+from .preprocess import WINDOWS, Preprocessing, looks_like_ct
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
 from .train.loop import NO_VALIDATION_SET
 
@@ -251,6 +251,10 @@ def finetune(
         prep = base_card.preprocess if base_card is not None else Preprocessing(channels=model.config.in_channels)
     if prep.size is None:
         prep = replace(prep, size=DEFAULT_SIZE)
+    if prep.window is None and any(looks_like_ct(np.asarray(p.image)) for p in plan.pairs):
+        prep = replace(prep, window=WINDOWS["abdomen"])  # HU data: a window, kept in the new card
+        yield Log("CT in Hounsfield units: training in the abdomen window (level 40, width 400); choose another "
+                  "CT window in the Segment widget before fine-tuning to change it")
     yield Log(f"preparing {plan.describe()} at {prep.size}²")
     trained = copy.deepcopy(model)  # the caller's model stays as it is (and usable) while this one trains
     try:
