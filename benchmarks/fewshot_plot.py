@@ -4,7 +4,7 @@
 
 Each JSON file is written by ``python -m benchmarks.fewshot --json``; runs of several files are merged
 (e.g. one file per base or preset). Lines are (base, preset) pairs; error bars are the sd over seeds.
-Needs matplotlib (``pip install matplotlib``).
+Needs matplotlib (``pip install -e '.[bench]'``).
 """
 from __future__ import annotations
 
