@@ -1,0 +1,36 @@
+"""The few-shot benchmark's own arithmetic: which slices a simulated user labels, scores, summaries, overrides."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks.fewshot import _overrides, scores, summary
+from benchmarks.fewshot_tasks import pick_slices
+
+
+def test_pick_slices_spread_over_the_structure_only():
+    mask = np.zeros((40, 4, 4), np.uint8)
+    mask[10:30, 1, 1] = 1
+    even = pick_slices(mask, 5, 0)
+    assert even == [12, 16, 20, 24, 28] and all(mask[z].any() for z in even)
+    for seed in (1, 2, 3):
+        jittered = pick_slices(mask, 5, seed)
+        assert len(jittered) == 5 and all(10 <= z < 30 for z in jittered)
+        assert all(10 + 4 * i <= z < 10 + 4 * (i + 1) for i, z in enumerate(jittered))  # one per fifth
+    assert pick_slices(mask, 30, 0) == list(range(10, 30))  # fewer slices than asked: all of them
+
+
+def test_scores_and_summary():
+    a = np.zeros((4, 4), bool)
+    b = a.copy()
+    a[:2], b[1:3] = True, True
+    assert scores(a, b) == pytest.approx((0.5, 1 / 3))
+    assert scores(np.zeros((2, 2)), np.zeros((2, 2))) == (1.0, 1.0)
+    rows = [dict(task="t", base="b", k=5, dice=d, iou=d / 2, train_s=10.0) for d in (0.6, 0.8)]
+    (row,) = summary(rows)
+    assert row["n"] == 2 and row["dice"][0] == pytest.approx(0.7) and row["dice"][1] == pytest.approx(0.1414, abs=1e-4)
+
+
+def test_overrides_are_typed():
+    assert _overrides(["steps=150", "lr=3e-4", "augment=true", "crop=none", "train=all"]) == {
+        "steps": 150, "lr": 3e-4, "augment": True, "crop": None, "train": "all"}
