@@ -9,7 +9,7 @@ import numpy as np
 
 from llm4seg.events import CancelToken, Log
 from llm4seg.finetune import FinetuneOutcome, TrainingPair, finetune, finetuned_card, summarise
-from llm4seg.models import DEFAULT_NAME
+from llm4seg.models import DEFAULT_NAME, default_entry
 from llm4seg.train import NothingToLearn, TrainConfig
 
 from . import _workers
@@ -21,6 +21,17 @@ def snapshot_labels(labels: Any) -> np.ndarray:
     if copy_.dtype.itemsize > 1 and copy_.size and 0 <= copy_.min() and copy_.max() < 256:
         copy_ = copy_.astype(np.uint8)
     return copy_
+
+
+def default_classes() -> list[str] | None:
+    """Classes of the shipped default checkpoint (header only), or None when unknown until it is loaded."""
+    from llm4seg.checkpoint import read_card
+
+    entry = default_entry()
+    try:
+        return list(read_card(entry.path).classes) if entry is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def finetune_job(base: Any, base_name: str, pairs: list[TrainingPair], z_range: tuple[int, int] | None,

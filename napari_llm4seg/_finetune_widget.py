@@ -21,11 +21,11 @@ from qtpy.QtWidgets import QApplication, QFileDialog, QVBoxLayout, QWidget
 from llm4seg.device import is_oom
 from llm4seg.events import CancelToken, Failed, Log, Metric, Progress
 from llm4seg.finetune import NO_VALIDATION, FinetuneOutcome, PairPlan, TrainingPair, summarise
-from llm4seg.models import DEFAULT_NAME, default_entry
+from llm4seg.models import DEFAULT_NAME
 from llm4seg.train import NothingToLearn
 
 from . import _workers
-from ._finetune_job import finetune_job, outcome_text, snapshot_labels
+from ._finetune_job import default_classes, finetune_job, outcome_text, snapshot_labels
 from ._finetune_pairs import PairsPanel
 from ._finetune_panels import OptionsPanel, ResultPanel, RunPanel, VerticalScroll
 from ._finetune_plot import TrainingPlot
@@ -49,17 +49,6 @@ def find_segment_widget(viewer: Any) -> SegmentWidget | None:
                 continue
     found.sort(key=lambda w: not w.isVisible())
     return found[0] if found else None
-
-
-def _default_classes() -> list[str] | None:
-    """Classes of the shipped default checkpoint (header only), or None when unknown until it is loaded."""
-    from llm4seg.checkpoint import read_card
-
-    entry = default_entry()
-    try:
-        return list(read_card(entry.path).classes) if entry is not None else None
-    except (OSError, ValueError):
-        return None
 
 
 @dataclass
@@ -154,7 +143,7 @@ class FineTuneWidget(QWidget):
         if model is not None:
             return list(model.card.classes)
         if self._default_classes is False:
-            self._default_classes = _default_classes()
+            self._default_classes = default_classes()
         return self._default_classes or None  # type: ignore[return-value]
 
     def plan(self) -> PairPlan:
@@ -171,7 +160,9 @@ class FineTuneWidget(QWidget):
         """Show which model fine-tuning starts from; return its classes (None: not known yet)."""
         model, name, seg = self.base_model()
         if model is not None:
-            self.options.base.setText(f"{model.card.name} ({Path(name).name})")
+            shown = Path(name).name
+            self.options.base.setText(model.card.name if shown in (model.card.name, f"fine-tuned {model.card.name}")
+                                      else f"{model.card.name} ({shown})")
         else:
             loading = seg is not None and seg.busy
             self.options.base.setText(f"{DEFAULT_NAME} checkpoint" + (" (the Segment widget is still loading)"

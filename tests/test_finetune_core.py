@@ -70,6 +70,8 @@ def test_finetune_trains_a_copy_and_leaves_inputs_alone():
     assert outcome.model.card.preprocess.size == 32
     card = finetuned_card(outcome, base="base.safetensors")
     assert card.name == "tiny-finetuned" and card.training["base_checkpoint"] == "base.safetensors"
+    outcome.base_card = card  # fine-tuning a fine-tuned model again: the name does not grow
+    assert finetuned_card(outcome).name == "tiny-finetuned"
     assert card.training["pairs"] == 3 and card.training["steps"] == 3 and "val_dice" in card.metrics
 
     native = model_with_card(size=None)

@@ -300,7 +300,7 @@ def finetuned_card(outcome: FinetuneOutcome, base: str = "", name: str | None = 
     card = ModelCard(**copy.deepcopy(asdict(trained)))
     base_card = outcome.base_card
     base_name = base_card.name if base_card is not None else "llm4seg-model"
-    card.name = name or f"{base_name}-finetuned"
+    card.name = name or f"{base_name.removesuffix('-finetuned')}-finetuned"  # not -finetuned-finetuned
     r = outcome.result
     card.description = (f"{base_name} fine-tuned on {outcome.pairs} labelled image(s)/volume(s), "
                         f"{outcome.slices} slice(s), {r.steps} step(s)")
