@@ -103,8 +103,8 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
     return rows
 
 
-def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict) -> list[dict]:
-    volumes = task.volumes()
+def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
+           volumes: list) -> list[dict]:
     model = load_base(base, False)
     rows = []
     for seed in [0] + [s for s in seeds if s]:
@@ -201,12 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in sel["tasks"]:
         task = all_tasks[name]
         ks = [TASK_K.get(name, 10)] if args.quick and not args.k else sel["k"]
-        evalset = [task.load(n) for n in task.eval] if task.kind == "2d" else []
+        evalset = [task.load(n) for n in task.eval] if task.kind == "2d" else []  # read once for every base
+        volumes = task.volumes() if task.kind == "3d" else []
         for base in sel["bases"]:
             if task.kind == "2d":
                 rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset)
             else:
-                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides)
+                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes)
     table = summary(rows)
     print(f"\nFew-shot fine-tuning, preset {args.preset}{f' with {overrides}' if overrides else ''}; "
           f"2D eval sets of {n_eval} images; {time.perf_counter() - started:.0f} s in all\n")

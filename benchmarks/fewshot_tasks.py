@@ -16,9 +16,9 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage as ndi
-
 from llm4seg.preprocess import WINDOWS
+
+from .ct_fewshot import liver_reference
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -99,9 +99,7 @@ def _ircad(structure: str) -> Callable[[], list]:
         ct = read_image(DATA / "ircad17" / "ct.nii.gz").array
         labels = read_image(DATA / "ircad17" / "labels.nii.gz").array
         if structure == "liver":  # the organ as a whole: liver, tumour and the vessels inside it
-            base = np.isin(labels, (1, 2))
-            filled = np.stack([ndi.binary_fill_holes(s) for s in base])
-            mask = base | (filled & np.isin(labels, (3, 4, 5)))
+            mask = liver_reference(labels)
         else:
             mask = labels == {"portal_vein": 3, "bone": 6}[structure]
         return [("ircad17", ct, mask.astype(np.uint8), WINDOWS["bone" if structure == "bone" else "abdomen"])]

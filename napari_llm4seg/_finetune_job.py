@@ -34,19 +34,24 @@ def default_classes() -> list[str] | None:
         return None
 
 
+def _base_and_prep(base: Any, window: tuple[float, float] | None) -> Generator[Any, None, tuple[Any, Any]]:
+    """The model (the default one loaded when ``base`` is None) and its preprocessing with the CT window chosen
+    in the Segment widget."""
+    if base is None:
+        yield Log(f"loading the {DEFAULT_NAME} checkpoint")
+        base = _workers.load_job(DEFAULT_NAME)
+    prep = base.card.preprocess
+    return base, (replace(prep, window=window) if window is not None else prep)
+
+
 def finetune_job(base: Any, base_name: str, pairs: list[TrainingPair], z_range: tuple[int, int] | None,
                  config: TrainConfig, val_fraction: float | None, window: tuple[float, float] | None,
                  cancel: CancelToken) -> Generator[Any, None, FinetuneOutcome | None]:
     """Load the default model when there is no base, check the pairs against its classes, fine-tune a copy."""
-    if base is None:
-        yield Log(f"loading the {DEFAULT_NAME} checkpoint")
-        base = _workers.load_job(DEFAULT_NAME)
+    base, prep = yield from _base_and_prep(base, window)
     plan = summarise(pairs, base.card.classes, z_range=z_range)
     if not plan.ok:
         raise NothingToLearn(plan.reason())
-    prep = base.card.preprocess
-    if window is not None:  # the CT window chosen in the Segment widget
-        prep = replace(prep, window=window)
     outcome = yield from finetune(base, plan, config, prep=prep, val_fraction=val_fraction, cancel=cancel)
     if outcome is not None:
         outcome.model.card = finetuned_card(outcome, base=base_name)
@@ -76,15 +81,10 @@ def suggest_job(base: Any, pair: TrainingPair, window: tuple[float, float] | Non
     from llm4seg.infer import iter_segment
     from llm4seg.suggest import suggest_slices
 
-    if base is None:
-        yield Log(f"loading the {DEFAULT_NAME} checkpoint")
-        base = _workers.load_job(DEFAULT_NAME)
     labels = np.asarray(pair.labels)
     if labels.ndim != 3:
         raise ValueError("suggestions need a volume or a stack of images: this pair holds one 2D image")
-    prep = base.card.preprocess
-    if window is not None:
-        prep = replace(prep, window=window)
+    base, prep = yield from _base_and_prep(base, window)
     result = yield from _workers.forward(iter_segment(pair.image, base, volume=True, prep=prep, return_probs=True))
     if result is None:
         return []

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import numpy as np
 from napari.utils.notifications import show_warning
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QGroupBox, QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
-
-import numpy as np
 
 from llm4seg.events import Progress
 from llm4seg.finetune import TrainingPair

@@ -183,38 +183,30 @@ class FinetuneOutcome:
         return self.result.model
 
 
-def _slice_set(plan: PairPlan, prep: Preprocessing, cancel: Any) -> SliceSet:
-    sources = sources_from_arrays([(p.image, p.labels) for p in plan.pairs],
-                                  names=[p.name or f"pair{i}" for i, p in enumerate(plan.pairs)], only_labelled=False)
-    for src, zs in zip(sources, plan.slices):
-        if src.volume:
-            src.slices = zs  # exactly the slices the plan counted
-    return build_slices(sources, prep, plan.class_names, cancel=cancel)
-
-
-def _recalibration_set(plan: PairPlan, prep: Preprocessing, cap: int = 64) -> SliceSet:
-    """The labelled slices plus up to ``cap`` evenly spaced unlabelled slices of each volume."""
+def _slice_set(plan: PairPlan, prep: Preprocessing, cancel: Any = None, spread: int = 0) -> SliceSet:
+    """The plan's slices as model input; ``spread`` > 0 adds up to that many evenly spaced (unlabelled) slices
+    of each volume."""
     sources = sources_from_arrays([(p.image, p.labels) for p in plan.pairs],
                                   names=[p.name or f"pair{i}" for i, p in enumerate(plan.pairs)], only_labelled=False)
     for src, pair, zs in zip(sources, plan.pairs, plan.slices):
-        if src.volume:
+        if src.volume:  # exactly the slices the plan counted (and the spread ones)
             depth = int(np.shape(pair.labels)[0])
-            src.slices = sorted(set(zs) | set(np.linspace(0, depth - 1, min(cap, depth)).round().astype(int).tolist()))
-    return build_slices(sources, prep, plan.class_names)
+            extra = np.linspace(0, depth - 1, min(spread, depth)).round().astype(int).tolist() if spread else []
+            src.slices = sorted(set(zs) | set(extra))
+    return build_slices(sources, prep, plan.class_names, cancel=cancel)
 
 
 def _adapt(model: torch.nn.Module, plan: PairPlan, prep: Preprocessing, data: SliceSet, config: TrainConfig,
-           expand_rgb: bool) -> Generator[Any, None, Preprocessing]:
-    """Colour input and BatchNorm statistics of the copy being trained; returns the preprocessing to train with."""
-    if expand_rgb and prep.channels == 1 and any(p.rgb for p in plan.pairs):
+           rgb: bool) -> Generator[Any, None, None]:
+    """Colour input and BatchNorm statistics of the copy being trained (``prep``: as trained)."""
+    if rgb:
         expand_to_rgb(model)
-        prep = replace(prep, channels=3)
         yield Log("colour images: the 1-channel model now takes RGB (it starts from the same output as on gray)")
     if config.recalibrate_bn:
-        images = (_recalibration_set(plan, prep) if any(np.ndim(p.labels) == 3 for p in plan.pairs) else data).images
+        volumes = any(np.ndim(p.labels) == 3 for p in plan.pairs)
+        images = (_slice_set(plan, prep, spread=64) if volumes else data).images
         n = recalibrate_batchnorm(model, (images[i:i + 8].float() for i in range(0, len(images), 8)))
         yield Log(f"BatchNorm statistics re-estimated on {n} slice(s) of your images")
-    return prep
 
 
 def validation_fraction(n_items: int, val_fraction: float | None) -> float:
@@ -257,17 +249,20 @@ def finetune(
                   "CT window in the Segment widget before fine-tuning to change it")
     yield Log(f"preparing {plan.describe()} at {prep.size}²")
     trained = copy.deepcopy(model)  # the caller's model stays as it is (and usable) while this one trains
+    rgb = expand_rgb and prep.channels == 1 and any(p.rgb for p in plan.pairs)
+    if rgb:
+        prep = replace(prep, channels=3)
     try:
-        channels = 3 if expand_rgb and any(p.rgb for p in plan.pairs) else prep.channels
-        data = _slice_set(plan, replace(prep, channels=max(channels, prep.channels)), cancel)
+        data = _slice_set(plan, prep, cancel)
         if is_cancelled(cancel):
             return None
-        prep = yield from _adapt(trained, plan, prep, data, config, expand_rgb)
+        yield from _adapt(trained, plan, prep, data, config, rgb)
     except NothingToLearn:
         if is_cancelled(cancel):
             return None
         raise
-    fraction = validation_fraction(len(set(data.groups)) if len(set(data.groups)) > 1 else len(data), val_fraction)
+    sources = len(set(data.groups))  # items are sources, or slices of a single volume (as ``split`` counts them)
+    fraction = validation_fraction(sources if sources > 1 else len(data), val_fraction)
     train_set, val_set = split(data, fraction, seed=config.seed)
     said = val_set is None and val_fraction is None
     if said:
