@@ -28,6 +28,8 @@ def _scramble_batchnorm(model: torch.nn.Module, seed: int = 0) -> torch.nn.Modul
     ({}, (2, 1, 48, 80)),
     ({"in_channels": 3, "num_classes": 3}, (1, 3, 32, 32)),
     ({"depths": (2, 1, 1, 3, 2)}, (3, 1, 64, 48)),
+    ({"upsample": "bilinear"}, (2, 1, 48, 80)),  # the reference architecture
+    ({"upsample": "bilinear", "in_channels": 3}, (1, 3, 64, 32)),
 ])
 def test_fused_logits_match_plain_network(kw, shape):
     model = _scramble_batchnorm(tiny_model(**kw))
@@ -107,3 +109,14 @@ def test_segment_fast_and_plain_agree():
     plain = segment(vol, model, return_probs=True, fast=False)
     np.testing.assert_allclose(fast.probs, plain.probs, atol=1e-5)
     assert set(fast.timings) >= {"preprocess", "model", "postprocess"}
+
+
+def test_fast_path_refuses_what_it_cannot_reproduce():
+    from llm4seg.fastpath import FastPathUnsupported
+
+    model = tiny_model()
+    model.Up4.up[0] = torch.nn.Upsample(scale_factor=2, mode="bicubic")
+    with pytest.raises(FastPathUnsupported, match="bicubic"):
+        prepare_for_inference(model)
+    with pytest.warns(RuntimeWarning, match="plain model"):
+        assert fast_model(model) is model  # the plain model runs, and the user is told

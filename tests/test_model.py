@@ -121,6 +121,39 @@ def test_random_layer_has_same_shape_other_weights(llm_model):
     assert all(a[k].shape == b[k].shape for k in a)
     assert not torch.equal(a["self_attn.q_proj.weight"], b["self_attn.q_proj.weight"])
     assert all(not p.requires_grad for p in rand.booster.layer.parameters())
+    # the reference's random arm: xavier-uniform Linear weights, the pre-trained norm weights kept
+    for k in a:
+        if k.endswith("norm.weight"):
+            assert torch.equal(a[k], b[k]), k
+    q = b["self_attn.q_proj.weight"]
+    bound = (6.0 / sum(q.shape)) ** 0.5
+    assert float(q.abs().max()) <= bound and float(q.abs().max()) > 0.9 * bound
+    assert abs(float(q.std()) - bound / 3 ** 0.5) < 0.05 * bound  # uniform(-b, b) has sd b/sqrt(3)
+
+
+def test_arms_of_one_seed_share_the_cnn_start():
+    """Baseline, pre-trained and random LLM arms: identical CNN weights for the same seed (paired ablation)."""
+    arms = [tiny_model(seed=3), tiny_model(llm=DEFAULT_LLM, seed=3), tiny_model(llm=DEFAULT_LLM, llm_init="random", seed=3)]
+    cnn = [{k: v for k, v in m.state_dict().items() if not k.startswith("booster.")} for m in arms]
+    assert all(c.keys() == cnn[0].keys() and all(torch.equal(c[k], cnn[0][k]) for k in c) for c in cnn[1:])
+    assert not torch.equal(cnn[0]["stem.conv.0.weight"], tiny_model(seed=4).state_dict()["stem.conv.0.weight"])
+
+
+def test_faithful_config_and_calibration_switch():
+    faithful = ModelConfig.faithful(llm=DEFAULT_LLM)
+    assert (faithful.upsample, faithful.position, faithful.attention, faithful.calibrate) == (
+        "bilinear", "paper", "causal", False)
+    assert ModelConfig.from_dict(faithful.to_dict()) == faithful
+    old = ModelConfig().to_dict()
+    del old["upsample"], old["calibrate"]
+    assert ModelConfig.from_dict(old).upsample == "nearest"  # checkpoints from before the option
+    plain = tiny_model(llm=DEFAULT_LLM, calibrate=False, seed=5)
+    calibrated = tiny_model(llm=DEFAULT_LLM, seed=5)
+    a, b = plain.booster.proj_out.weight.detach(), calibrated.booster.proj_out.weight.detach()
+    ratio = float((b / a).mean())
+    assert ratio < 0.5 and torch.allclose(b, a * ratio, rtol=1e-4)  # calibration only rescales proj_out
+    with pytest.raises(ValueError, match="upsample"):
+        ModelConfig(upsample="bicubic")
 
 
 def test_adapter_calibration_keeps_bottleneck_scale(llm_model):

@@ -119,3 +119,11 @@ def test_fine_tune_keeps_the_checkpoint_class_names(folder, tmp_path):
                  "--threads", "1"]) == 0
     tuned_card = read_card(tuned)
     assert tuned_card.classes == ["background", "lesion"] and tuned_card.preprocessing["size"] == 32
+
+
+def test_train_faithful_builds_the_reference_architecture(folder, tmp_path):
+    out = tmp_path / "f.safetensors"
+    assert main(["train", str(folder), "--out", str(out), "--steps", "1", *FAST, "--faithful"]) == 0
+    model = read_card(out).model
+    assert (model["upsample"], model["position"], model["calibrate"]) == ("bilinear", "paper", False)
+    assert load_checkpoint(out, device="cpu").Up5.up[0].mode == "bilinear"

@@ -153,7 +153,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert_state_dict
 
     out = convert_state_dict(args.input, args.out, llm=args.llm, in_channels=args.in_channels,
-                             num_classes=args.num_classes, prefix_map=args.map)
+                             num_classes=args.num_classes, prefix_map=args.map, faithful=args.faithful)
     print(f"wrote {out}")
     return 0
 
@@ -193,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-channels", type=int, default=3)
     p.add_argument("--num-classes", type=int, default=1)
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW", help="rename a key prefix")
+    p.add_argument("--faithful", action="store_true",
+                   help="the reference code's architecture (bilinear upsampling, sin/cos positions, causal): for "
+                        "weights trained with the paper's code")
     p.set_defaults(func=cmd_convert)
 
     try:

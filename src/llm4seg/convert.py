@@ -34,8 +34,10 @@ def convert_state_dict(
     in_channels: int = 3,
     num_classes: int = 1,
     prefix_map: list[str] | None = None,
+    faithful: bool = False,
 ) -> Path:
-    """Convert ``src`` (a trusted plain state dict) to a checkpoint at ``out``."""
+    """Convert ``src`` (a trusted plain state dict) to a checkpoint at ``out``; ``faithful``: the reference
+    architecture (:meth:`ModelConfig.faithful`), as weights trained with the paper's code need."""
     try:
         obj = torch.load(str(src), map_location="cpu", weights_only=True)
     except Exception as exc:  # weights_only refuses code-carrying pickles
@@ -44,7 +46,8 @@ def convert_state_dict(
     for rule in prefix_map or []:
         old, _, new = rule.partition("=")
         state = {(new + k[len(old):] if k.startswith(old) else k): v for k, v in state.items()}
-    config = ModelConfig(llm=None if llm in (None, "none") else llm, in_channels=in_channels, num_classes=num_classes)
+    kind = ModelConfig.faithful if faithful else ModelConfig
+    config = kind(llm=None if llm in (None, "none") else llm, in_channels=in_channels, num_classes=num_classes)
     model = build_model(config)
     expected = model.state_dict()
     missing = sorted(k for k in expected if k not in state and not k.startswith("booster.layer."))

@@ -8,7 +8,8 @@ float rounding, ~1e-5) with fewer passes over memory and fewer FLOPs:
   as a single ``addcmul`` pass;
 - conv + GELU/ReLU run as one oneDNN call on CPU (``mkldnn._convolution_pointwise``, exact erf GELU);
 - nearest 2× upsampling + 3×3 conv becomes four 2×2 convs on the low-resolution map (exact, 2.25× fewer
-  FLOPs), interleaved straight into the skip-concatenation buffer;
+  FLOPs), interleaved straight into the skip-concatenation buffer; bilinear upsampling (the reference
+  architecture, ``ModelConfig.upsample``) is interpolated, then convolved with its BatchNorm folded in;
 - activations are channels_last.
 
 The frozen LLM booster is shared with the source model, not copied. The source model is never changed,
@@ -18,6 +19,7 @@ it when any parameter or buffer of the source changes (e.g. after a fine-tune st
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 from typing import Any
 
@@ -28,7 +30,8 @@ from torch import nn
 from .model.cmunext import CMUNeXtBlock, ConvBlock, FusionConv, UpConv
 from .model.network import STRIDE
 
-__all__ = ["FusedLLM4Seg", "prepare_for_inference", "fast_model", "configure_threads", "mkldnn_fusion_available"]
+__all__ = ["FusedLLM4Seg", "FastPathUnsupported", "prepare_for_inference", "fast_model", "configure_threads",
+           "mkldnn_fusion_available"]
 
 _ONE = [1, 1]
 
@@ -179,16 +182,20 @@ class FusedEncoderBlock(nn.Module):
 
 
 class FusedDecoderStage(nn.Module):
-    """UpConv (as a sub-pixel conv) + skip concatenation + FusionConv; returns features before BN_c.
+    """UpConv + skip concatenation + FusionConv; returns features before BN_c.
 
+    Nearest upsampling + 3×3 conv runs as a sub-pixel conv on the low-resolution map; bilinear upsampling
+    (the reference architecture) is interpolated first, then convolved with the BatchNorm folded in.
     ``pre`` is the previous stage's pending BN_c (applied once, on the low-resolution map).
     """
 
     def __init__(self, up: UpConv, fusion: FusionConv, pre: Affine | None) -> None:
         super().__init__()
-        _, conv, bn, _ = up.up
+        upsample, conv, bn, _ = up.up
+        self.mode = check_upsample(upsample)
         self.pre = pre
-        self.up = FusedConv(*subpixel_weights(*fold_bn_after(*_conv_params(conv), bn)), padding=1, act="relu")
+        w, b = fold_bn_after(*_conv_params(conv), bn)
+        self.up = FusedConv(*(subpixel_weights(w, b) if self.mode == "nearest" else (w, b)), padding=1, act="relu")
         self.cout = conv.out_channels
         g, _, bna, pa, _, bnb, pb, _, _ = fusion.conv  # BN_c is applied by the consumer (next stage or head)
         self.g = FusedConv(*_conv_params(g), padding=g.padding[0], groups=g.groups, act="gelu")
@@ -198,17 +205,36 @@ class FusedDecoderStage(nn.Module):
     def forward(self, skip: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.pre is not None:
             x = self.pre(x)
+        if self.mode == "bilinear":
+            o = self.up(F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False))
+            return self.pb(self.pa(self.g(torch.cat((skip, o.to(memory_format=_format(skip))), dim=1))))
         o = self.up(x)  # (N, 4*cout, h+1, w+1)
         n, cs, h2, w2 = skip.shape
         h, w, c = h2 // 2, w2 // 2, self.cout
-        fmt = torch.channels_last if skip.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        buf = torch.empty((n, cs + c, h2, w2), dtype=o.dtype, device=o.device, memory_format=fmt)
+        buf = torch.empty((n, cs + c, h2, w2), dtype=o.dtype, device=o.device, memory_format=_format(skip))
         buf[:, :cs].copy_(skip)
         for py in range(2):
             for px in range(2):
                 p = 2 * py + px
                 buf[:, cs:, py::2, px::2].copy_(o[:, p * c:(p + 1) * c, py:py + h, px:px + w])
         return self.pb(self.pa(self.g(buf)))
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+def check_upsample(module: nn.Module) -> str:
+    """The upsampling mode of a decoder stage, after checking the fast path reproduces it exactly."""
+    if not isinstance(module, nn.Upsample) or module.scale_factor not in (2, 2.0, (2.0, 2.0)):
+        raise FastPathUnsupported(f"expected a 2x nn.Upsample in the decoder, got {module!r}")
+    if module.mode == "nearest" or module.mode == "bilinear" and not module.align_corners:
+        return module.mode
+    raise FastPathUnsupported(f"upsampling {module.mode!r} (align_corners={module.align_corners}) has no fast path")
+
+
+class FastPathUnsupported(ValueError):
+    """The model is not one the fast path reproduces exactly; the plain model runs instead."""
 
 
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -311,7 +337,9 @@ def fast_model(model: nn.Module) -> nn.Module:
         return hit[1]
     try:
         fused = prepare_for_inference(model)
-    except (AttributeError, TypeError, ValueError, IndexError):  # not the standard LLM4Seg layout
+    except (AttributeError, TypeError, ValueError, IndexError) as exc:  # not the standard LLM4Seg layout
+        warnings.warn(f"llm4seg: the fast path does not apply to this model ({exc}); running the plain model",
+                      RuntimeWarning, stacklevel=2)
         return model
     _CACHE[model] = (key, fused)
     return fused

@@ -16,10 +16,17 @@ def build_model(config: ModelConfig, weights=None, *, load_llm: bool = True, see
     ``weights`` (an ``llm4seg.llm.LayerWeights``) supplies the frozen layer; when omitted and
     ``load_llm`` is true, ``config.llm`` is resolved locally. With ``load_llm=False`` (checkpoint
     loading) the layer is built from ``config.llm_arch``/``config.llm_config`` and its weights are
-    expected from a state dict. ``seed`` fixes the random initialisation.
+    expected from a state dict. ``seed`` fixes the random initialisation: the CNN's from ``seed`` alone,
+    so a baseline and its LLM arms start from the same CNN weights; the booster's from ``seed + 1``.
     """
-    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 1)
+        booster = _build_booster(config, weights, load_llm, torch.Generator().manual_seed(seed + 1))
     torch.manual_seed(seed)
+    return LLM4Seg(config, booster).eval()
+
+
+def _build_booster(config: ModelConfig, weights, load_llm: bool, gen: torch.Generator) -> LLMBooster | None:
     booster = None
     if config.uses_llm:
         from ..llm import build_decoder_layer, load_layer_weights
@@ -38,18 +45,17 @@ def build_model(config: ModelConfig, weights=None, *, load_llm: bool = True, see
         # the layer's weights come from ``weights`` or from the checkpoint's state dict: skip random init
         layer, rotary = build_decoder_layer(config.llm_arch, config.llm_config, layer_index,
                                             empty=config.llm_init != "random")
-        if config.llm_init == "random":
-            init_random_layer(layer, float(config.llm_config.get("initializer_range", 0.02)), gen)
-        elif weights is not None:
+        if weights is not None:
             layer.load_state_dict(weights.tensors, strict=True)
+        if config.llm_init == "random":
+            init_random_layer(layer, gen)
         booster = LLMBooster(
             config.dims[-1], layer, rotary, int(config.llm_config["hidden_size"]),
             position=config.position, attention=config.attention,
         )
-    model = LLM4Seg(config, booster)
-    if booster is not None and (weights is not None or config.llm_init == "random"):
+    if booster is not None and config.calibrate and (weights is not None or config.llm_init == "random"):
         booster.calibrate(gen)
-    return model.eval()
+    return booster
 
 
 def _layer_index(descriptor: str) -> int:

@@ -88,13 +88,14 @@ class LLMBooster(nn.Module):
         return gain
 
 
-def init_random_layer(layer: nn.Module, std: float, generator: torch.Generator | None = None) -> None:
-    """Random weights of the same shape as a pre-trained layer (the HF init: normal(0, std), norms = 1)."""
+def init_random_layer(layer: nn.Module, generator: torch.Generator | None = None) -> None:
+    """Random weights for the layer, as the reference code's random arm does: every Linear weight
+    xavier-uniform, biases zero; the normalisation weights stay as they were (pre-trained when loaded)."""
     with torch.no_grad():
-        for name, p in layer.named_parameters():
-            if name.endswith("norm.weight"):
-                p.fill_(1.0)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.copy_(torch.randn(p.shape, generator=generator) * std)
+        for module in layer.modules():
+            if isinstance(module, nn.Linear):
+                fan_out, fan_in = module.weight.shape
+                bound = (6.0 / (fan_in + fan_out)) ** 0.5
+                module.weight.copy_(torch.rand(module.weight.shape, generator=generator) * 2 * bound - bound)
+                if module.bias is not None:
+                    module.bias.zero_()

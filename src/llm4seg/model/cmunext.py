@@ -69,12 +69,12 @@ class CMUNeXtBlock(nn.Module):
 
 
 class UpConv(nn.Module):
-    """Nearest 2× upsampling → 3×3 conv → BatchNorm → ReLU."""
+    """2× upsampling (``mode`` nearest or bilinear) → 3×3 conv → BatchNorm → ReLU."""
 
-    def __init__(self, ch_in: int, ch_out: int) -> None:
+    def __init__(self, ch_in: int, ch_out: int, mode: str = "nearest") -> None:
         super().__init__()
         self.up = nn.Sequential(
-            nn.Upsample(scale_factor=2),
+            nn.Upsample(scale_factor=2, mode=mode, align_corners=False if mode == "bilinear" else None),
             nn.Conv2d(ch_in, ch_out, kernel_size=3, padding=1, bias=True),
             nn.BatchNorm2d(ch_out),
             nn.ReLU(inplace=True),

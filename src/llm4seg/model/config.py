@@ -7,6 +7,7 @@ from typing import Any
 POSITIONS = ("rope", "paper")
 ATTENTIONS = ("causal", "bidirectional")
 LLM_INITS = ("pretrained", "random")
+UPSAMPLES = ("nearest", "bilinear")
 
 
 @dataclass
@@ -19,6 +20,10 @@ class ModelConfig:
     tokens; ``"paper"`` reproduces the reference code (scalar sin/cos of the token index, passed as
     (sin, cos)). ``llm_arch``/``llm_config`` are filled when the layer is built, so a checkpoint can rebuild
     the network without the LLM installed.
+
+    ``upsample``: the decoder's 2× upsampling, ``"nearest"`` (this project's models) or ``"bilinear"`` (the
+    reference CMUNeXt / LLM4Seg code). ``calibrate``: scale the booster's output projection at
+    initialisation so the bottleneck keeps its scale (off in the paper's recipe).
     """
 
     in_channels: int = 1
@@ -30,6 +35,8 @@ class ModelConfig:
     llm_init: str = "pretrained"
     position: str = "rope"
     attention: str = "causal"
+    upsample: str = "nearest"
+    calibrate: bool = True
     llm_arch: str | None = None
     llm_config: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -45,9 +52,17 @@ class ModelConfig:
             ("position", self.position, POSITIONS),
             ("attention", self.attention, ATTENTIONS),
             ("llm_init", self.llm_init, LLM_INITS),
+            ("upsample", self.upsample, UPSAMPLES),
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
+
+    @classmethod
+    def faithful(cls, **overrides: Any) -> "ModelConfig":
+        """The reference implementation's architecture: bilinear upsampling, the paper's sin/cos positions,
+        causal attention, no calibration of the output projection."""
+        return cls(**{"upsample": "bilinear", "position": "paper", "attention": "causal", "calibrate": False,
+                      **overrides})
 
     @property
     def uses_llm(self) -> bool:

@@ -29,13 +29,13 @@ class LLM4Seg(nn.Module):
         self.encoder4 = CMUNeXtBlock(d[2], d[3], depth=dp[3], k=k[3])
         self.encoder5 = CMUNeXtBlock(d[3], d[4], depth=dp[4], k=k[4])
         self.booster = booster
-        self.Up5 = UpConv(d[4], d[3])
+        self.Up5 = UpConv(d[4], d[3], config.upsample)
         self.Up_conv5 = FusionConv(d[3] * 2, d[3])
-        self.Up4 = UpConv(d[3], d[2])
+        self.Up4 = UpConv(d[3], d[2], config.upsample)
         self.Up_conv4 = FusionConv(d[2] * 2, d[2])
-        self.Up3 = UpConv(d[2], d[1])
+        self.Up3 = UpConv(d[2], d[1], config.upsample)
         self.Up_conv3 = FusionConv(d[1] * 2, d[1])
-        self.Up2 = UpConv(d[1], d[0])
+        self.Up2 = UpConv(d[1], d[0], config.upsample)
         self.Up_conv2 = FusionConv(d[0] * 2, d[0])
         self.Conv_1x1 = nn.Conv2d(d[0], config.num_classes, kernel_size=1)
 

@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     llm.add_argument("--llm", default=None, help="frozen LLM layer descriptor (default smollm2-135m:15)")
     llm.add_argument("--no-llm", action="store_true", help="plain CMUNeXt baseline without the LLM layer")
     llm.add_argument("--random-llm", action="store_true", help="a randomly initialised layer of the same shape")
+    p.add_argument("--faithful", action="store_true",
+                   help="a new model in the reference code's architecture: bilinear upsampling, sin/cos positions, "
+                        "causal attention, no calibration of the output projection")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--init", metavar="CKPT", help="start from this checkpoint's weights (fine-tuning)")
     start.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint and state")
@@ -138,8 +141,8 @@ def _new_model(args: argparse.Namespace, num_classes: int) -> Any:
         from ..llm import DEFAULT_LLM
 
         llm, init = args.llm or DEFAULT_LLM, "random" if args.random_llm else "pretrained"
-    return build_model(ModelConfig(in_channels=args.channels, num_classes=num_classes, llm=llm, llm_init=init),
-                       seed=args.seed)
+    kind = ModelConfig.faithful if args.faithful else ModelConfig
+    return build_model(kind(in_channels=args.channels, num_classes=num_classes, llm=llm, llm_init=init), seed=args.seed)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
