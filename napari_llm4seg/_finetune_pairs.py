@@ -1,8 +1,10 @@
 """Training pairs of the Fine-tune widget: (Image layer, Labels layer) pairs picked from the viewer.
 
-By default every Labels layer is paired with the Image layer of the same shape (the one it was segmented
-from when known). The list follows the viewer: pairs of removed layers go, renamed layers are shown by
-their new names, and new Labels layers are paired as they appear (unless the user removed that pair).
+By default every Labels layer the user made (created, opened, or painted into) is paired with the Image
+layer of the same shape (the one it was segmented from when known). The Segment widget's output joins the
+list when the user first paints a correction into it: an uncorrected output would only teach the model its
+own mistakes. The list follows the viewer: pairs of removed layers go, renamed layers are shown by their
+new names, and new Labels layers are paired as they appear (unless the user removed that pair).
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
-    
     QLabel,
     QListWidget,
     QPushButton,
@@ -24,7 +25,7 @@ from qtpy.QtWidgets import (
 
 from llm4seg.finetune import TrainingPair
 
-from ._layers import META_KEY, image_data, spatial_shape
+from ._layers import META_KEY, image_data, is_plugin_writing, is_untouched_output, mark_edited, spatial_shape
 from ._qtutil import row as _row
 
 LABELLED, ZRANGE = "labelled", "range"
@@ -46,10 +47,11 @@ def matching_image(labels: Labels, images: list[Image]) -> Image | None:
 
 
 def default_pairs(layers: Any) -> list[tuple[Image, Labels]]:
-    """Each Labels layer with the Image layer of the same shape (see :func:`matching_image`)."""
+    """Each Labels layer but untouched Segment outputs, with the Image layer of the same shape (see
+    :func:`matching_image`)."""
     images = [layer for layer in layers if isinstance(layer, Image)]
     pairs = []
-    for lab in (layer for layer in layers if isinstance(layer, Labels)):
+    for lab in (layer for layer in layers if isinstance(layer, Labels) and not is_untouched_output(layer)):
         image = matching_image(lab, images)
         if image is not None:
             pairs.append((image, lab))
@@ -85,8 +87,9 @@ class PairsPanel(QGroupBox):
         self.list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
-        self.list.setToolTip("Pairs fine-tuning trains on (labels ← image). Each Labels layer is paired with the "
-                             "image of the same shape by default.")
+        self.list.setToolTip("Pairs fine-tuning trains on (labels ← image). Each Labels layer you made is paired "
+                             "with the image of the same shape; a Segment result joins once you paint a "
+                             "correction into it (or add it with Add pair).")
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Leave the selected pairs out of training (the layers stay in the viewer).")
         self.remove_button.clicked.connect(self.remove_selected)
@@ -171,12 +174,26 @@ class PairsPanel(QGroupBox):
 
     # --- following the viewer ------------------------------------------------------------------------------
     def _watch(self, layer: Any, on: bool = True) -> None:
-        emitters = [layer.events.name] + ([layer.events.paint, layer.events.data] if isinstance(layer, Labels) else [])
-        for emitter in emitters:
-            slot = self._refresh if emitter is layer.events.name else self._on_data
+        slots = [(layer.events.name, self._refresh)]
+        if isinstance(layer, Labels):
+            slots += [(layer.events.paint, self._on_paint), (layer.events.data, self._on_data)]
+        for emitter, slot in slots:
             emitter.connect(slot) if on else emitter.disconnect(slot)
 
     def _on_data(self, *_: Any) -> None:
+        self._debounce.start()
+
+    def _on_paint(self, event: Any) -> None:
+        """A user's brush, fill or eraser stroke (not the plugin writing a result): pair a corrected output."""
+        layer = event.source
+        if not is_plugin_writing(layer):
+            was_untouched = is_untouched_output(layer)
+            mark_edited(layer)
+            if was_untouched and id(layer) not in self._dismissed and all(lab is not layer for _, lab in self._pairs):
+                image = matching_image(layer, [im for im in self.viewer.layers if isinstance(im, Image)])
+                if image is not None:
+                    self._pairs.append((image, layer))
+                    self._refresh()
         self._debounce.start()
 
     def _on_inserted(self, event: Any) -> None:
@@ -185,7 +202,8 @@ class PairsPanel(QGroupBox):
         images = [im for im in self.viewer.layers if isinstance(im, Image)]
         paired = {id(lab) for _, lab in self._pairs}
         for lab in (x for x in self.viewer.layers if isinstance(x, Labels)):
-            if id(lab) in paired or id(lab) in self._dismissed or (lab is not layer and not isinstance(layer, Image)):
+            if id(lab) in paired or id(lab) in self._dismissed or is_untouched_output(lab) or (
+                    lab is not layer and not isinstance(layer, Image)):
                 continue
             image = matching_image(lab, images)
             if image is not None:

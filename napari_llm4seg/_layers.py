@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -185,3 +186,34 @@ def z_slices(shape: tuple[int, ...], z_range: tuple[int, int] | None) -> list[in
         return [0]
     z0, z1 = z_range if z_range is not None else (0, shape[0])
     return list(range(max(0, z0), min(shape[0], z1)))
+
+
+_WRITING: set[int] = set()  # ids of the layers this plugin is writing into right now
+
+
+@contextmanager
+def plugin_writing(layer: Any) -> Iterator[None]:
+    """Mark writes into ``layer`` as the plugin's own, so its paint events are not taken for user edits."""
+    _WRITING.add(id(layer))
+    try:
+        yield
+    finally:
+        _WRITING.discard(id(layer))
+
+
+def is_plugin_writing(layer: Any) -> bool:
+    return id(layer) in _WRITING
+
+
+def mark_edited(layer: Any) -> None:
+    """Record in ``metadata["llm4seg"]["edited"]`` that the user painted into ``layer``."""
+    meta = dict((layer.metadata or {}).get(META_KEY) or {})
+    if not meta.get("edited"):
+        meta["edited"] = True
+        layer.metadata = {**(layer.metadata or {}), META_KEY: meta}
+
+
+def is_untouched_output(layer: Any) -> bool:
+    """A Labels layer this plugin's Segment wrote and the user has not painted into since."""
+    meta = (getattr(layer, "metadata", None) or {}).get(META_KEY) or {}
+    return "segmentation" in meta and not meta.get("edited", False)

@@ -16,7 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import flat_slices, labels_kwargs, set_classes, set_info, slice_digests, spatial_shape
+from ._layers import (
+    flat_slices,
+    labels_kwargs,
+    plugin_writing,
+    set_classes,
+    set_info,
+    slice_digests,
+    spatial_shape,
+)
 
 REPLACE, UNEDITED, CANCEL = "replace", "unedited", "cancel"
 
@@ -144,7 +152,7 @@ class OutputTracker:
         if values.size == 0:
             return 0
         lead = np.unravel_index(off + zs[local[0]], full[:-2]) if len(full) > 2 else ()
-        with layer.block_history():
+        with plugin_writing(layer), layer.block_history():  # its paint event fires on leaving block_history
             layer.data_setitem((*lead, local[1], local[2]), values.astype(layer.data.dtype, copy=False))
         return int(values.size)
 

@@ -269,3 +269,34 @@ def test_label_this_next_ranks_unlabelled_slices_and_jumps_there(make_widgets, q
     assert scores == sorted(scores, reverse=True)
     panel._go(panel.list.item(0))
     assert viewer.dims.current_step[0] == zs[0]
+
+
+def test_segment_output_pairs_only_once_the_user_corrects_it(make_widgets, notes):
+    from napari_llm4seg._layers import is_untouched_output, labels_kwargs
+    from napari_llm4seg._output import OutputTracker
+
+    viewer, _, ft = make_widgets()
+    img, mask = disk_image(48, 48)
+    image = viewer.add_image(img, name="us")
+    out = viewer.add_labels(np.zeros_like(mask), **labels_kwargs(image, ["background", "lesion"], {"model": "m"}))
+    OutputTracker._apply(out, mask[None].astype(out.data.dtype), [0])  # the plugin writing a result: not an edit
+    assert is_untouched_output(out) and ft.pairs_panel.pairs() == []
+    out.paint((10, 10), 1)  # the user's brush
+    assert not is_untouched_output(out) and out.metadata["llm4seg"]["edited"]
+    assert [(im.name, lab.name) for im, lab in ft.pairs_panel.pairs()] == [("us", "us labels")]
+    ft.pairs_panel.list.setCurrentRow(0)
+    ft.pairs_panel.remove_selected()
+    out.paint((12, 12), 1)  # a removed pair stays removed
+    assert ft.pairs_panel.pairs() == []
+
+
+def test_a_bad_pair_is_left_out_not_blocking(make_widgets):
+    viewer, _, ft = make_widgets()
+    add_pairs(viewer, 1)
+    img, mask = disk_image(40, 40, seed=3)
+    viewer.add_image(img, name="other")
+    viewer.add_labels(mask * 3, name="other labels")  # a class the binary model does not have
+    plan = ft.plan()
+    assert plan.ok and len(plan.pairs) == 1 and plan.pairs[0].name.startswith("img0 labels")
+    text = ft.pairs_panel.summary.text()
+    assert "Will train on 1 pair" in text and "label value 3" in text and "left out" in text

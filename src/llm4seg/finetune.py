@@ -20,7 +20,7 @@ from typing import Any, Generator, Sequence
 import numpy as np
 import torch
 
-from .adapt import expand_to_rgb, recalibrate_batchnorm
+from .adapt import blend_weights, expand_to_rgb, recalibrate_batchnorm
 from .checkpoint import ModelCard
 from .events import Log, is_cancelled
 from .preprocess import WINDOWS, Preprocessing, looks_like_ct
@@ -107,28 +107,30 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
     """Check ``pairs`` against the model's ``class_names`` and count what would be trained on.
 
     Volumes use the slices that contain labels, or every slice of ``z_range`` (start, stop exclusive) when
-    given; 2D pairs without any label are skipped (noted). Label values above the model's classes, shape
-    mismatches and non-integer labels are problems. ``class_names`` None (model not known yet) accepts any
+    given; 2D pairs without any label are skipped (noted). A pair with label values above the model's
+    classes, a shape mismatch or non-integer labels is left out with a note naming the fix; it is a
+    problem (blocking) only when no usable pair is left. ``class_names`` None (model not known yet) accepts any
     value and names them ``class k``. Reads the arrays only.
     """
     plan = PairPlan(list(class_names or []), z_range=z_range)
     n_fg = len(class_names) - 1 if class_names is not None else None
     total = np.zeros(1, dtype=np.int64)
+    rejected: list[str] = []  # one reason per unusable pair
     if not pairs:
         plan.problems.append("no training pair: add an (image, labels) pair")
     for pair in pairs:
         labels = np.asarray(pair.labels)
         name = pair.name or "pair"
         if labels.dtype.kind not in "uib":
-            plan.problems.append(f"{name}: labels must be integers, got {labels.dtype}")
+            rejected.append(f"{name}: labels must be integers, got {labels.dtype}")
             continue
         if tuple(labels.shape) != pair.spatial_shape:
-            plan.problems.append(f"{name}: labels of shape {' × '.join(map(str, labels.shape))} do not match the "
+            rejected.append(f"{name}: labels of shape {' × '.join(map(str, labels.shape))} do not match the "
                                  f"image's {' × '.join(map(str, pair.spatial_shape))}: pair the image with labels "
                                  "of its own shape (a Labels layer created for that image)")
             continue
         if labels.ndim not in (2, 3):
-            plan.problems.append(f"{name}: {labels.ndim}D labels; fine-tuning takes 2D images or Z×H×W volumes")
+            rejected.append(f"{name}: {labels.ndim}D labels; fine-tuning takes 2D images or Z×H×W volumes")
             continue
         stack = labels if labels.ndim == 3 else labels[None]
         if z_range is not None and labels.ndim == 3:
@@ -140,13 +142,13 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
             continue
         used = stack[zs]
         if used.dtype.kind == "i" and int(used.min()) < 0:
-            plan.problems.append(f"{name}: negative label values; use 0 for background and 1.. for classes")
+            rejected.append(f"{name}: negative label values; use 0 for background and 1.. for classes")
             continue
         counts = np.bincount(used.ravel().astype(np.int64, copy=False))
         if n_fg is not None and len(counts) > n_fg + 1 and counts[n_fg + 1:].any():
             found = [int(v) for v in np.flatnonzero(counts[n_fg + 1:]) + n_fg + 1]
             known = ", ".join(f"{i} = {c}" for i, c in enumerate(plan.class_names[1:], 1))
-            plan.problems.append(f"{name}: label value{'s' * (len(found) > 1)} {', '.join(map(str, found[:5]))} "
+            rejected.append(f"{name}: label value{'s' * (len(found) > 1)} {', '.join(map(str, found[:5]))} "
                                  f"but the model knows {n_fg} class{'es' * (n_fg != 1)} ({known}): repaint those "
                                  f"pixels with the model's values (0 = background, {known}) or fine-tune a "
                                  f"model with {found[-1]} classes")
@@ -156,6 +158,10 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
         total[:len(counts)] += counts
         plan.pairs.append(pair)
         plan.slices.append([int(z) for z in zs] if labels.ndim == 3 else [0])
+    if plan.pairs:  # a bad pair never blocks the good ones: it is left out, and the plan says why
+        plan.notes += [f"{reason} (this pair is left out)" for reason in rejected]
+    else:
+        plan.problems += rejected
     if class_names is None:
         plan.class_names = ["background"] + [f"class {k}" for k in range(1, max(2, len(total)))]
     total = np.pad(total, (0, max(0, len(plan.class_names) - len(total))))
@@ -267,8 +273,12 @@ def finetune(
     said = val_set is None and val_fraction is None
     if said:
         yield Log(NO_VALIDATION, "warning" if len(data) < 2 else "info")
+    start = copy.deepcopy(trained) if config.blend < 1.0 else None
     events = fit(trained, train_set, val_set, config, cancel)
     result = yield from _events(events, skip=NO_VALIDATION_SET if said else None)
+    if start is not None and result is not None and result.model is not None:
+        blend_weights(start, result.model, config.blend)
+        yield Log(f"weights blended: {config.blend:g} of the way from the start to the trained ones")
     return FinetuneOutcome(result, base_card, len(plan.pairs), plan.n_slices, len(train_set),
                            len(val_set) if val_set is not None else 0, dict(plan.pixels), config)
 
