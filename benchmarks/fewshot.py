@@ -3,7 +3,7 @@
     python -m benchmarks.fewshot --quick                    # the short form (about 5-10 min on 2 CPU cores)
     python -m benchmarks.fewshot [--tasks isic colondb liver hippocampus ...] [--k 1 3 5 10 20]
                                  [--bases default generalist scratch] [--preset quick] [--seeds 0 1 2]
-                                 [--set lr=2e-3 --set steps=150] [--json out.json]
+                                 [--set lr=2e-3 --set steps=150] [--blend 0.5 0.75] [--json out.json]
 
 For each task (``benchmarks/fewshot_tasks.py``), base checkpoint, k and seed: pick k labelled images (2D)
 or k slices spread over the structure (3D), fine-tune with :func:`llm4seg.finetune.finetune` (the widget's
@@ -11,11 +11,13 @@ code, its defaults unless ``--set`` overrides the preset), segment with :func:`l
 and score Dice and IoU on every item of the eval set (2D: per-image mean over a fixed, disjoint set)
 or on all other slices of the volume (3D: pooled). k = 0 is the base without fine-tuning. ``scratch`` is
 a new network (no pre-trained CNN weights) trained with the same preset at the same budget.
-Prints mean ± sd over seeds; ``--json`` keeps every run (``benchmarks/fewshot_plot.py`` draws the curves).
+``--blend A`` also scores each fine-tuned model blended back toward its base (``llm4seg.adapt.blend_weights``,
+rows ``<base> blend A``) without training again. Prints mean ± sd over seeds; ``--json`` keeps every run (``benchmarks/fewshot_plot.py`` draws the curves).
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import statistics
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llm4seg.adapt import blend_weights, expand_to_rgb
 from llm4seg.events import run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.infer import segment
@@ -76,6 +79,15 @@ def _eval_2d(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]])
     return float(np.mean(dice)), float(np.mean(iou))
 
 
+def blended(base: torch.nn.Module, trained: torch.nn.Module, alphas: list[float]):
+    """(alpha, model) for each alpha: ``trained`` moved back toward ``base`` (RGB-expanded when it was)."""
+    start = copy.deepcopy(base)
+    if trained.config.in_channels == 3:
+        expand_to_rgb(start)
+    for alpha in alphas:
+        yield alpha, blend_weights(start, copy.deepcopy(trained), alpha)
+
+
 def _config(preset: str, overrides: dict[str, Any], scratch: bool):
     config = preset_config(preset, **overrides)
     if scratch and config.train == "decoder":  # a random encoder cannot be frozen: same preset, whole network
@@ -84,7 +96,7 @@ def _config(preset: str, overrides: dict[str, Any], scratch: bool):
 
 
 def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
-           evalset: list) -> list[dict]:
+           evalset: list, blends: list[float] = ()) -> list[dict]:
     model = load_base(base, task.rgb)
     rows = []
     d, u = _eval_2d(model, evalset)
@@ -100,11 +112,15 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             rows.append(dict(task=task.name, base=base, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
                              steps=outcome.result.steps, val_items=outcome.val_items))
             print(f"  {task.name} {base} k={k} seed={seed}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)", flush=True)
+            for alpha, m in blended(model, outcome.model, blends):
+                d, u = _eval_2d(m, evalset)
+                rows.append({**rows[-1], "base": f"{base} blend {alpha:g}", "dice": d, "iou": u})
+                print(f"    blend {alpha:g}: Dice {d:.4f} IoU {u:.4f}", flush=True)
     return rows
 
 
 def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
-           volumes: list) -> list[dict]:
+           volumes: list, blends: list[float] = ()) -> list[dict]:
     model = load_base(base, False)
     rows = []
     for seed in [0] + [s for s in seeds if s]:
@@ -124,14 +140,15 @@ def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch"),
                                           prep=prep))
             train_s = time.perf_counter() - t
-            pred = segment(image, outcome.model, prep=dataclasses.replace(outcome.model.card.preprocess,
-                                                                          window=window)).labels
             others = np.setdiff1d(np.arange(len(mask)), chosen)
-            d, u = scores(pred[others] == 1, mask[others])
-            rows.append(dict(task=task.name, base=base, k=k, seed=seed, dice=d, iou=u, train_s=train_s, volume=name,
-                             slices=chosen, steps=outcome.result.steps, val_items=outcome.val_items))
-            print(f"  {task.name} {base} k={k} seed={seed} {name}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)",
-                  flush=True)
+            for alpha, m in [(1.0, outcome.model), *blended(model, outcome.model, blends)]:
+                pred = segment(image, m, prep=dataclasses.replace(m.card.preprocess, window=window)).labels
+                d, u = scores(pred[others] == 1, mask[others])
+                label = base if alpha == 1.0 else f"{base} blend {alpha:g}"
+                rows.append(dict(task=task.name, base=label, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
+                                 volume=name, slices=chosen, steps=outcome.result.steps, val_items=outcome.val_items))
+                print(f"  {task.name} {label} k={k} seed={seed} {name}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)",
+                      flush=True)
     return rows
 
 
@@ -185,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="quick", choices=["quick", "thorough"])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset setting")
     ap.add_argument("--n-eval", type=int, help="2D eval-set size (default 200; 60 with --quick)")
+    ap.add_argument("--blend", type=float, nargs="+", default=[], metavar="A",
+                    help="also score each fine-tuned model blended A of the way from its base (0 < A < 1)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every run and the summary as JSON")
     ap.add_argument("--label", default="", help="name of this run in the plots (default: preset and overrides)")
@@ -205,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         volumes = task.volumes() if task.kind == "3d" else []
         for base in sel["bases"]:
             if task.kind == "2d":
-                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset)
+                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset, args.blend)
             else:
-                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes)
+                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes, args.blend)
     table = summary(rows)
     print(f"\nFew-shot fine-tuning, preset {args.preset}{f' with {overrides}' if overrides else ''}; "
           f"2D eval sets of {n_eval} images; {time.perf_counter() - started:.0f} s in all\n")

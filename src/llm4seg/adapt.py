@@ -5,6 +5,10 @@
   preprocessing uses (0.299, 0.587, 0.114), so colour is no longer thrown away and fine-tuning can learn it.
 * :func:`recalibrate_batchnorm` re-estimates every BatchNorm's running mean and variance on the user's
   images (labelled and unlabelled), so the network's features are normalised for the new modality.
+
+And after it: :func:`blend_weights` moves fine-tuned weights part of the way back to where they started
+(weight-space interpolation, as in WiSE-FT), so a few labelled images do not make the model forget
+what it knew.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-__all__ = ["expand_to_rgb", "recalibrate_batchnorm", "LUMA"]
+__all__ = ["expand_to_rgb", "recalibrate_batchnorm", "blend_weights", "LUMA"]
 
 LUMA = (0.299, 0.587, 0.114)
 
@@ -83,3 +87,24 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> 
                 m.running_var.copy_(var)
                 m.num_batches_tracked.copy_(n)
     return seen
+
+
+@torch.no_grad()
+def blend_weights(start: nn.Module, trained: nn.Module, alpha: float) -> nn.Module:
+    """Set ``trained``'s floating-point parameters and buffers to ``start + alpha * (trained - start)``, in
+    place; returns it. ``alpha`` 1 keeps the trained weights, 0 restores the start. Integer buffers (BatchNorm
+    batch counts) keep the trained values. Both models must have the same architecture."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    begin = start.state_dict()
+    end = trained.state_dict()
+    if begin.keys() != end.keys():
+        raise ValueError("blend_weights needs two models of the same architecture (their tensors differ)")
+    for name, value in end.items():
+        first = begin[name]
+        if first.shape != value.shape:
+            raise ValueError(f"blend_weights: {name} has shape {tuple(first.shape)} at the start and "
+                             f"{tuple(value.shape)} after training")
+        if value.is_floating_point() and alpha != 1.0:
+            value.copy_(first.to(value) + alpha * (value - first.to(value)))
+    return trained

@@ -33,6 +33,8 @@ class TrainConfig:
     only reported; fine-tuning uses it, since a held-out set of a few slices is too noisy to choose by).
     ``recalibrate_bn``: before training, re-estimate the BatchNorm statistics on the training images
     (``llm4seg.adapt.recalibrate_batchnorm``; fine-tuning also uses the unlabelled slices of the volumes).
+    ``blend`` (fine-tuning): the weights returned are ``start + blend * (trained - start)``
+    (``llm4seg.adapt.blend_weights``); 1 keeps the trained weights.
     """
 
     preset: str = "paper"
@@ -59,6 +61,7 @@ class TrainConfig:
     val_every: int | None = None
     select: str = "best"
     recalibrate_bn: bool = False
+    blend: float = 1.0
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -71,6 +74,8 @@ class TrainConfig:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if self.steps is not None and self.steps < 1 or self.epochs is not None and self.epochs < 1:
             raise ValueError("steps and epochs must be >= 1")
+        if not 0.0 < self.blend <= 1.0:
+            raise ValueError(f"blend must be in (0, 1], got {self.blend}")
         if self.lr <= 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.crop is not None and (self.crop < 16 or self.crop % 16):
