@@ -67,7 +67,8 @@ def modality_hint(source: str, image: Any, card: Any, window: Any, rgb: bool = F
         return None
     if rgb and card.preprocess.channels == 1:
         found = recommend(image, rgb=True)
-        other = f"Choose '{found[0]}' in the Model box to use colour, or fine-tune" if found else "Fine-tune"
+        named = " or ".join(f"'{name}' ({why.removeprefix('RGB, ')})" for name, why in found)
+        other = f"Choose {named} in the Model box to use colour, or fine-tune" if found else "Fine-tune"
         return (f"LLM4Seg: {source!r} is a colour image, but the model {card.name!r} takes one gray channel, so "
                 f"colour is converted to gray. {other} on a few labelled images: fine-tuning on colour images "
                 "turns the model into an RGB one.")

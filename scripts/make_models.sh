@@ -2,14 +2,16 @@
 # Re-train the shipped checkpoints from the shared data with their recorded settings, then ship them
 # (frozen-layer dtype by measurement, Markdown card, registry sha256) into src/llm4seg/weights/.
 #
-#   bash scripts/make_models.sh [busi|ct|generalist|all]      (make models; DATA=../shared/data RUNS=runs THREADS=2)
+#   bash scripts/make_models.sh [busi|ct|generalist|polyp|isic|thyroid|all]
+#                                               (make models; DATA=../shared/data RUNS=runs THREADS=2)
 #
 # SHIP=0 trains without touching src/llm4seg/weights; TRAIN=0 only evaluates and ships finished runs;
-# BUSI_SCHEDULE / CT_SCHEDULE / CT_TRAIN_Z / CT_TEST_Z override the recorded schedule and z-ranges (the test
-# suite runs the same recipe for two steps on a tiny copy of the data this way).
+# BUSI_SCHEDULE / CT_SCHEDULE / GENERALIST_SCHEDULE / SPECIALIST_SCHEDULE / CT_TRAIN_Z / CT_TEST_Z override the
+# recorded schedules and z-ranges (the test suite runs the same recipes for two steps on a tiny copy of the data
+# this way). The specialists (polyp, isic-lesion, thyroid) start from GENERALIST_INIT (the shipped generalist).
 #
-# On a 2-core CPU: busi-lesion ≈ 25 min, ct-liver ≈ 10 min, generalist ≈ 45 min. Interrupted runs continue with the same command
-# (the training state next to the checkpoint is picked up with --resume).
+# On a 2-core CPU: busi-lesion ≈ 50 min, ct-liver ≈ 10 min, generalist ≈ 50 min, each specialist ≈ 13 min.
+# Interrupted runs continue with the same command (the training state next to the checkpoint is picked up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -18,13 +20,28 @@ RUNS=${RUNS:-runs}
 THREADS=${THREADS:-2}
 SHIP=${SHIP:-1}
 TRAIN=${TRAIN:-1}
-BUSI_SCHEDULE=${BUSI_SCHEDULE:---epochs 14}
+BUSI_SCHEDULE=${BUSI_SCHEDULE:---steps 4000}
 CT_SCHEDULE=${CT_SCHEDULE:---epochs 40}
 GENERALIST_SCHEDULE=${GENERALIST_SCHEDULE:---steps 4000}
+SPECIALIST_SCHEDULE=${SPECIALIST_SCHEDULE:---lr 1e-3 --steps 1000 --val-every 250}
+GENERALIST_INIT=${GENERALIST_INIT:-src/llm4seg/weights/generalist.safetensors}
 CT_TRAIN_Z=${CT_TRAIN_Z:-0,72}
 CT_TEST_Z=${CT_TEST_Z:-72,119}
 which=${1:-all}
 mkdir -p "$RUNS"
+
+zoo() {  # OUT then train_zoo.py arguments; resumes when a state file is there
+    local out=$1; shift
+    [ "$TRAIN" = 1 ] || return 0
+    if [ -f "${out%.safetensors}.train-state.safetensors" ]; then
+        "$PY" scripts/train_zoo.py --data "$DATA" --out "$out" --threads "$THREADS" --resume "$@"
+    else
+        "$PY" scripts/train_zoo.py --data "$DATA" --out "$out" --threads "$THREADS" "$@"
+    fi
+}
+ev() {  # held-out / own-validation scores for a card: llm4seg evaluate --json
+    "$PY" -m llm4seg evaluate "$@" --no-hd95 --json
+}
 
 train() {  # OUT then the training arguments; resumes when a state file is there
     local out=$1; shift
@@ -37,19 +54,17 @@ train() {  # OUT then the training arguments; resumes when a state file is there
 }
 
 if [ "$which" = busi ] || [ "$which" = all ]; then
-    # BUSI (452 pairs), seeded 20 % validation split for model selection.
+    # BUSI (452 pairs) from scratch, 1 channel; seeded 20 % validation split (its names: busi-lesion.val.busi.txt).
+    out="$RUNS/busi-lesion.safetensors"
     # shellcheck disable=SC2086
-    train "$RUNS/busi-lesion.safetensors" "$DATA/busi" --size 128 $BUSI_SCHEDULE --batch-size 8 --seed 0
-    [ "$SHIP" = 1 ] && "$PY" scripts/ship_checkpoint.py "$RUNS/busi-lesion.safetensors" --name busi-lesion --default \
-        --task "breast ultrasound lesion" --classes lesion --description "Breast-ultrasound lesion segmentation \
-(BUSI). CMUNeXt + frozen SmolLM2-135M layer 15 (rope, causal), 1-channel input at 128x128. Trained with \
-'bash scripts/make_models.sh busi', i.e. llm4seg train ../shared/data/busi --size 128 --epochs 14 --batch-size 8 \
---seed 0 (paper recipe: SGD 0.01, momentum 0.9, wd 1e-4, poly 0.9, flips+rot90, BCE+Dice) on 362 of the 452 BUSI \
-pairs, validated on the other 90 (seeded 20% split, seed 0); the best weights by validation IoU are kept. \
-Data: W. Al-Dhabyani, M. Gomaa, H. Khaled, A. Fahmy, Dataset of breast ultrasound images, Data in Brief 28 (2020) \
-104863. Intended use: a starting point for interactive segmentation and fine-tuning of breast lesions in B-mode \
-ultrasound, for research. Limits: a 14-epoch CPU schedule at 128x128, far from the paper's 300 epochs at 256x256; \
-validated on one split of one dataset; it is not a CT model; not for clinical use."
+    zoo "$out" --parts busi --channels 1 $BUSI_SCHEDULE
+    if [ "$SHIP" = 1 ]; then
+        "$PY" scripts/train_zoo.py --data "$DATA" --parts busi --channels 1 --out "$out" --val-lists-only
+        ev "$DATA/busi" --checkpoint "$out" --list "$RUNS/busi-lesion.val.busi.txt" > "$RUNS/busi-lesion.val.json"
+        "$PY" scripts/ship_checkpoint.py "$out" --name busi-lesion --default --task "breast ultrasound lesion" \
+            --classes lesion --reference-llm --metrics "own_val=$RUNS/busi-lesion.val.json" \
+            --description "$(cat scripts/cards/busi-lesion.txt)"
+    fi
 fi
 
 if [ "$which" = ct ] || [ "$which" = all ]; then
@@ -79,21 +94,52 @@ if [ "$which" = generalist ] || [ "$which" = all ]; then
     if [ "$TRAIN" = 1 ]; then
         # shellcheck disable=SC2086
         if [ -f "${out%.safetensors}.train-state.safetensors" ]; then
-            "$PY" scripts/train_generalist.py --data "$DATA" --out "$out" --threads "$THREADS" --resume $GENERALIST_SCHEDULE
+            "$PY" scripts/train_zoo.py --data "$DATA" --out "$out" --threads "$THREADS" --resume $GENERALIST_SCHEDULE
         else
-            "$PY" scripts/train_generalist.py --data "$DATA" --out "$out" --threads "$THREADS" $GENERALIST_SCHEDULE
+            "$PY" scripts/train_zoo.py --data "$DATA" --out "$out" --threads "$THREADS" $GENERALIST_SCHEDULE
         fi
     fi
     if [ "$SHIP" = 1 ]; then  # held-out scores for the card: frames and slices no training step saw
         grep '^test_' "$DATA/tg3k/list.txt" > "$RUNS/tg3k_test.txt"
-        ev() { "$PY" -m llm4seg evaluate "$@" --checkpoint "$out" --no-hd95 --json; }
-        ev "$DATA/tg3k" --list "$RUNS/tg3k_test.txt" > "$RUNS/generalist.tg3k_test.json"
-        ev "$DATA/cvc_colondb" > "$RUNS/generalist.colondb.json"
-        ev "$DATA/ircad17" --classes liver=1+2 --window abdomen --z-range 72,119 > "$RUNS/generalist.ircad17_z72.json"
+        ev "$DATA/tg3k" --checkpoint "$out" --list "$RUNS/tg3k_test.txt" > "$RUNS/generalist.tg3k_test.json"
+        ev "$DATA/cvc_colondb" --checkpoint "$out" > "$RUNS/generalist.colondb.json"
+        ev "$DATA/ircad17" --checkpoint "$out" --classes liver=1+2 --window abdomen --z-range 72,119 \
+            > "$RUNS/generalist.ircad17_z72.json"
         "$PY" scripts/ship_checkpoint.py "$out" --name generalist --task "any modality (starting point, RGB)" \
             --classes foreground --reference-llm --images sample_data/busi/images \
             --metrics "tg3k_test=$RUNS/generalist.tg3k_test.json" "colondb=$RUNS/generalist.colondb.json" \
-            "ircad17_liver_z72_118=$RUNS/generalist.ircad17_z72.json" --description "$(cat scripts/generalist_card.txt)"
+            "ircad17_liver_z72_118=$RUNS/generalist.ircad17_z72.json" --description "$(cat scripts/cards/generalist.txt)"
     fi
+fi
+specialist() {  # NAME PART CLASS TASK [LABEL=EVALUATE-ARGS...]: from the generalist, one dataset
+    local name=$1 part=$2 class=$3 task=$4; shift 4
+    local out="$RUNS/$name.safetensors"
+    # shellcheck disable=SC2086
+    zoo "$out" --parts "$part" --init "$GENERALIST_INIT" $SPECIALIST_SCHEDULE
+    [ "$SHIP" = 1 ] || return 0
+    "$PY" scripts/train_zoo.py --data "$DATA" --parts "$part" --out "$out" --val-lists-only
+    ev "$DATA/$part" --checkpoint "$out" --list "$RUNS/$name.val.$part.txt" > "$RUNS/$name.val.json"
+    local metrics=("own_val=$RUNS/$name.val.json") spec label
+    for spec in "$@"; do  # held-out sets: LABEL=DATA-FOLDER[:LIST-FILE]
+        label=${spec%%=*}; spec=${spec#*=}
+        if [ "${spec#*:}" != "$spec" ]; then
+            ev "${spec%%:*}" --checkpoint "$out" --list "${spec#*:}" > "$RUNS/$name.$label.json"
+        else
+            ev "$spec" --checkpoint "$out" > "$RUNS/$name.$label.json"
+        fi
+        metrics+=("$label=$RUNS/$name.$label.json")
+    done
+    "$PY" scripts/ship_checkpoint.py "$out" --name "$name" --task "$task" --classes "$class" --reference-llm \
+        --images sample_data/busi/images --metrics "${metrics[@]}" --description "$(cat "scripts/cards/$name.txt")"
+}
+if [ "$which" = polyp ] || [ "$which" = all ]; then
+    specialist polyp cvc_clinicdb polyp "colonoscopy polyp (RGB)" "colondb=$DATA/cvc_colondb"
+fi
+if [ "$which" = isic ] || [ "$which" = all ]; then
+    specialist isic-lesion isic lesion "dermoscopic skin lesion (RGB)"
+fi
+if [ "$which" = thyroid ] || [ "$which" = all ]; then
+    grep '^test_' "$DATA/tg3k/list.txt" > "$RUNS/tg3k_test.txt"
+    specialist thyroid tg3k "thyroid gland" "thyroid gland in ultrasound" "tg3k_test=$DATA/tg3k:$RUNS/tg3k_test.txt"
 fi
 exit 0

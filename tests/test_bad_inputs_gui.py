@@ -321,7 +321,8 @@ def test_image_and_model_of_different_modalities_warn(make_widget, qtbot, notes)
     viewer.add_image(np.stack([img.astype(np.uint8)] * 3, axis=-1), name="colour", rgb=True)
     assert widget.run()
     wait_idle(qtbot, widget)
-    assert [t for level, t in notes() if level == "warning" and "'colour' is a colour image" in t and "gray" in t]
+    assert [t for level, t in notes() if level == "warning" and "'colour' is a colour image" in t and "gray" in t
+            and "'generalist' (for any other colour images)" in t]
     viewer2, ct_widget = make_widget(ThresholdModel(window=(40.0, 400.0)))
     viewer2.add_image(img.astype(np.uint8), name="us2")
     assert ct_widget.run()

@@ -53,7 +53,9 @@ def test_make_models_recipes_run_end_to_end(tmp_path):
     _tiny_data(tmp_path / "data")
     env = {**os.environ, "PY": sys.executable, "DATA": str(tmp_path / "data"), "RUNS": str(tmp_path / "runs"),
            "THREADS": "1", "SHIP": "0", "BUSI_SCHEDULE": "--steps 2", "CT_SCHEDULE": "--steps 2",
-           "CT_TRAIN_Z": "0,5", "CT_TEST_Z": "5,8", "GENERALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1"}
+           "CT_TRAIN_Z": "0,5", "CT_TEST_Z": "5,8", "GENERALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
+           "SPECIALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
+           "GENERALIST_INIT": str(tmp_path / "runs" / "generalist.safetensors")}
     weights = sorted((ROOT / "src" / "llm4seg" / "weights").iterdir())
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "make_models.sh"), "all"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
@@ -70,4 +72,9 @@ def test_make_models_recipes_run_end_to_end(tmp_path):
     assert generalist.config.in_channels == 3 and generalist.card.classes == ["background", "foreground"]
     assert generalist.card.training["steps"] == 2 and generalist.card.preprocessing["window"] is None
     assert "tg3k" in generalist.card.training["data"] and "colondb" not in generalist.card.training["data"]
+    for name, part in (("polyp", "cvc_clinicdb"), ("isic-lesion", "isic"), ("thyroid", "tg3k")):
+        model = load_checkpoint(tmp_path / "runs" / f"{name}.safetensors", device="cpu")
+        training = model.card.training
+        assert model.config.in_channels == 3 and training["steps"] == 2 and training["data"] == part
+        assert training["init"].endswith("generalist.safetensors")  # started from the generalist
     assert sorted((ROOT / "src" / "llm4seg" / "weights").iterdir()) == weights  # SHIP=0 left them alone

@@ -65,3 +65,15 @@ def test_registry_refuses_a_changed_or_missing_file(tmp_path, monkeypatch):
         models.load_model(second.name, device="cpu")
     data = json.loads((tmp_path / "registry.json").read_text())
     assert {e["name"] for e in data["models"]} == {e.name for e in models.list_models()}
+
+
+def test_recommend_names_models_by_modality_never_unshipped_ones():
+    shipped = {e.name for e in models.list_models()}
+    rgb = models.recommend(np.zeros((32, 32, 3), np.uint8), rgb=True)
+    names = [name for name, _ in rgb]
+    assert names == [n for n, _ in models.COLOUR_MODELS if n in shipped] and "generalist" in names
+    assert all(why.startswith("RGB, for ") for _, why in rgb)
+    ct = np.full((4, 32, 32), -1000, np.int16)
+    ct[:, 8:24, 8:24] = 60
+    assert models.recommend(ct) == [("ct-liver", "the image looks like CT in Hounsfield units")]
+    assert models.recommend(np.zeros((32, 32), np.uint8)) == []

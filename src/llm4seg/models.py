@@ -120,15 +120,20 @@ def modality(card: Any) -> str:
     return "RGB" if prep.channels == 3 else "1-channel gray"
 
 
-def recommend(image: Any, rgb: bool = False) -> tuple[str, str] | None:
-    """A shipped model suited to ``image`` and why, or None when none is known to suit it better than the
-    default: CT in Hounsfield units → ``ct-liver``; colour → ``generalist``; other data → the default."""
+#: Shipped models for colour images, most specific first: (name, the images it was trained on).
+COLOUR_MODELS = (("isic-lesion", "dermoscopy"), ("polyp", "colonoscopy"), ("generalist", "any other colour images"))
+
+
+def recommend(image: Any, rgb: bool = False) -> list[tuple[str, str]]:
+    """Shipped models suited to ``image``, each with why, best first; empty when none is known to suit it
+    better than the default: CT in Hounsfield units → ``ct-liver``; colour → the RGB models by modality
+    (``isic-lesion`` for dermoscopy, ``polyp`` for colonoscopy, ``generalist`` otherwise)."""
     from .preprocess import looks_like_ct
 
     names = {e.name for e in list_models()}
     arr = image if hasattr(image, "dtype") else None
     if arr is not None and looks_like_ct(arr) and "ct-liver" in names:
-        return "ct-liver", "the image looks like CT in Hounsfield units"
-    if rgb and "generalist" in names:
-        return "generalist", "the image is in colour and the generalist model takes RGB"
-    return None
+        return [("ct-liver", "the image looks like CT in Hounsfield units")]
+    if rgb:
+        return [(name, f"RGB, for {what}") for name, what in COLOUR_MODELS if name in names]
+    return []
