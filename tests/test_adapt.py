@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from _factories import disk_image, one_thread, tiny_model  # noqa: F401 - one_thread: autouse
-from llm4seg.adapt import expand_to_rgb, recalibrate_batchnorm
+from llm4seg.adapt import blend_weights, expand_to_rgb, recalibrate_batchnorm
 from llm4seg.checkpoint import ModelCard
 from llm4seg.events import Log, run_to_end
 from llm4seg.finetune import MIN_VAL_ITEMS, NO_VALIDATION, TrainingPair, finetune, preset_config, summarise, \
@@ -127,3 +127,25 @@ def test_ct_pairs_without_a_window_train_in_the_abdomen_window():
                                   preset_config("thorough", steps=1)), events.append)
     assert outcome.model.card.preprocess.window == (40.0, 400.0)
     assert any(isinstance(e, Log) and "abdomen window" in e.text for e in events)
+
+
+def test_blend_moves_the_trained_weights_part_of_the_way_back():
+    model = carded()
+    pairs = [TrainingPair(*disk_image(32, 32, seed=i), name=f"p{i}") for i in range(2)]
+    plan = summarise(pairs, CLASSES)
+    full = run_to_end(finetune(model, plan, preset_config("thorough", steps=3))).model
+    events: list = []
+    half = run_to_end(finetune(model, plan, preset_config("thorough", steps=3, blend=0.5)), events.append).model
+    start, end, mid = model.state_dict(), full.state_dict(), half.state_dict()
+    moved = [k for k in start if start[k].is_floating_point() and not torch.equal(start[k], end[k])]
+    assert moved  # training changed weights, and the blend put each halfway
+    for k in moved:
+        torch.testing.assert_close(mid[k], (start[k] + end[k]) / 2, atol=1e-6, rtol=1e-5)
+    assert any(isinstance(e, Log) and "blended" in e.text for e in events)
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())  # the base is untouched
+    with pytest.raises(ValueError, match="blend"):
+        TrainConfig(blend=0.0)
+    with pytest.raises(ValueError, match="stem.conv.0.weight has shape"):
+        blend_weights(tiny_model(), tiny_model(in_channels=3, dims=(8, 8, 16, 16, 32)), 0.5)
+    with pytest.raises(ValueError, match="same architecture"):
+        blend_weights(tiny_model(), tiny_model(llm="smollm2-135m:15"), 0.5)
