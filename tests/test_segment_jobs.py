@@ -69,5 +69,8 @@ def test_cancel_and_postprocessing_of_a_z_range():
                                              options=opts))
     assert outcome.labels[1:3, 2, 2].sum() == 0 and outcome.result.labels[1:3, 2, 2].all()
     assert outcome.labels[[0, 3]].sum() == 0
+    raw, kept = outcome.result.labels[1:3], outcome.labels[1:3]
+    assert raw.sum() > 100 and kept.sum() >= raw.sum() - 2 * 2 * 4  # only the 2×2 speck (per slice) removed
+    assert np.all(kept <= raw)  # post-processing removed pixels, never added any
     name, error = _workers.load_named("/nonexistent/model.safetensors")
     assert name.endswith("model.safetensors") and isinstance(error, Exception)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from llm4seg.checkpoint import load_checkpoint, read_card
 from llm4seg.cli import main
+from llm4seg.infer import segment
+from llm4seg.io import read_image
 from llm4seg.train.state import state_path_for
 from llm4seg.cli import EXIT_ERROR
 from test_train_data import make_folder, make_volume
@@ -41,6 +44,16 @@ def test_train_then_evaluate_json(folder, tmp_path, capsys):
     assert len(lines) == 1
     metrics = json.loads(lines[0])
     assert metrics["n"] == 6 and 0.0 <= metrics["iou"] <= 1.0 and 0.0 <= metrics["dice"] <= 1.0
+    ious, dices = [], []  # the same numbers, by segmenting each image here and scoring it by hand
+    model = load_checkpoint(out, device="cpu")
+    for i in range(6):
+        image = read_image(folder / "images" / f"case{i}.png").array
+        truth = read_image(folder / "masks" / "0" / f"case{i}.png").array > 0
+        pred = segment(image, model).labels == 1
+        inter, union, total = (pred & truth).sum(), (pred | truth).sum(), pred.sum() + truth.sum()
+        ious.append(inter / union if union else 1.0)
+        dices.append(2 * inter / total if total else 1.0)
+    assert abs(metrics["iou"] - float(np.mean(ious))) < 1e-6 and abs(metrics["dice"] - float(np.mean(dices))) < 1e-6
     assert {"iou_pooled", "sensitivity", "precision", "specificity", "accuracy", "hd95"} <= set(metrics)
     assert main(["evaluate", str(folder), "--checkpoint", str(out), "--no-hd95"]) == 0
     assert "iou" in capsys.readouterr().out
