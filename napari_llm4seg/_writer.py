@@ -4,15 +4,34 @@ The geometry written is the source affine kept in the layer's ``metadata["llm4se
 by the reader or the segment widget, when the layer still has the source shape; otherwise an affine is built
 from the layer's ``scale`` and ``translate``. napari's save dialog has already confirmed any overwrite, so the
 writers replace existing files - atomically.
+
+A file that cannot be written raises :class:`WriterError` (not ``ValueError``, which napari takes for "this
+writer does not apply" and answers with a generic "no plugin could be found"), so the user sees the reason
+and the fix in napari's notification.
 """
 from __future__ import annotations
 
+import functools
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from llm4seg.io import ImageData, write_image, write_labels
+
+
+class WriterError(RuntimeError):
+    """The layer cannot be written as asked; the message names the fix."""
+
+
+def _explained(writer: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    @functools.wraps(writer)
+    def wrapped(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
+        try:
+            return writer(path, data, meta)
+        except (ValueError, TypeError) as exc:
+            raise WriterError(f"LLM4Seg could not save {meta.get('name', 'the layer')!r} to {path}: {exc}") from None
+    return wrapped
 
 
 def _array(data: Any, meta: dict[str, Any]) -> np.ndarray:
@@ -46,12 +65,14 @@ def like_from_layer(shape: tuple[int, ...], meta: dict[str, Any], *, rgb: bool =
     return ImageData(dummy, tuple(abs(s) or 1.0 for s in spacing), np.asarray(affine, dtype=float), src_meta)
 
 
+@_explained
 def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write a Labels layer to .nii.gz/.nii, restoring the source affine when known."""
     arr = _array(data, meta)
     return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True))]
 
 
+@_explained
 def write_labels_raster(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write a Labels layer to .png (2D, values kept exactly) or .tif/.tiff (2D or 3D)."""
     arr = _array(data, meta)
@@ -60,6 +81,7 @@ def write_labels_raster(path: str, data: Any, meta: dict[str, Any]) -> list[str]
     return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True))]
 
 
+@_explained
 def write_image_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     """Write a single-channel Image layer to .nii.gz/.nii (dtype kept), restoring the source affine when known."""
     arr = _array(data, meta)

@@ -172,3 +172,14 @@ def test_writer_builds_affine_from_scale_without_source(make_napari_viewer, tmp_
     back = read_image(tmp_path / "l.nii.gz")
     assert back.spacing == (3.0, 2.0, 0.5) and np.array_equal(back.array, layer.data)
     assert np.allclose(back.affine, [[0.5, 0, 0, 3.0], [0, 2.0, 0, 2.0], [0, 0, 3.0, 1.0], [0, 0, 0, 1]])
+
+
+def test_a_3d_labels_layer_saved_as_png_explains_the_fix(make_napari_viewer, tmp_path: Path) -> None:
+    from napari_llm4seg._writer import WriterError
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_labels(np.ones((3, 8, 8), np.uint8), name="vol labels")
+    viewer.layers.selection = {layer}
+    with pytest.raises(WriterError, match="'vol labels'.*PNG holds 2D labels only.*save it as .tif or .nii.gz"):
+        viewer.layers.save(str(tmp_path / "vol.png"), selected=True)  # napari picks the writer by extension
+    assert not (tmp_path / "vol.png").exists()
