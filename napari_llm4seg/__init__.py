@@ -19,6 +19,7 @@ _LAZY = {
     "sample_root": "napari_llm4seg._sample_data",
     "SegmentWidget": "napari_llm4seg._segment_widget",
     "FineTuneWidget": "napari_llm4seg._finetune_widget",
+    "LLM4SegPanel": "napari_llm4seg._panel",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -1,4 +1,4 @@
-"""``python -m napari_llm4seg``: open napari with the LLM4Seg widgets and a sample (what ``make run`` does)."""
+"""``python -m napari_llm4seg``: open napari with the LLM4Seg panel and a sample (what ``make run`` does)."""
 from __future__ import annotations
 
 import argparse
@@ -36,11 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         viewer.open(args.files, plugin=PLUGIN if all(f.endswith((".nii", ".nii.gz", ".dcm")) for f in args.files) else None)
     elif SAMPLES[args.sample]:
         viewer.open_sample(PLUGIN, SAMPLES[args.sample])
-    for widget in ("LLM4Seg: Segment", "LLM4Seg: Fine-tune"):
-        try:
-            viewer.window.add_plugin_dock_widget(PLUGIN, widget)
-        except Exception as exc:  # a widget that cannot load must not stop the viewer
-            print(f"napari-llm4seg: could not open {widget!r}: {exc}", file=sys.stderr)
+    try:
+        viewer.window.add_plugin_dock_widget(PLUGIN, "LLM4Seg")
+    except Exception as exc:  # a widget that cannot load must not stop the viewer
+        print(f"napari-llm4seg: could not open the LLM4Seg panel: {exc}", file=sys.stderr)
     napari.run()
     return 0
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QApplication, QFileDialog, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from llm4seg.device import is_oom
 from llm4seg.events import CancelToken, Failed, Log, Metric, Progress
@@ -31,6 +31,7 @@ from ._finetune_panels import OptionsPanel, ResultPanel, RunPanel, VerticalScrol
 from ._finetune_plot import TrainingPlot
 from ._layers import unwrap
 from ._segment_widget import SegmentWidget
+from ._session import Session
 from ._settings import WidgetSettings
 from ._suggest_panel import SuggestPanel, pair_to_rank
 
@@ -38,17 +39,8 @@ PLUGIN, SEGMENT_WIDGET = "napari-llm4seg", "LLM4Seg: Segment"
 
 
 def find_segment_widget(viewer: Any) -> SegmentWidget | None:
-    """The LLM4Seg: Segment widget docked in ``viewer`` (a visible one first), or None."""
-    found = []
-    for widget in QApplication.allWidgets():
-        if isinstance(widget, SegmentWidget):
-            try:
-                if widget.viewer is viewer:
-                    found.append(widget)
-            except RuntimeError:  # deleted on the C++ side
-                continue
-    found.sort(key=lambda w: not w.isVisible())
-    return found[0] if found else None
+    """The Segment widget of ``viewer``'s LLM4Seg session, or None."""
+    return Session.of(unwrap(viewer)).segment
 
 
 @dataclass

@@ -33,6 +33,7 @@ from ._layers import (
 )
 from ._segment_model import CheckpointMixin
 from ._segment_panels import SCOPE_RANGE, SCOPE_SLICE, InputPanel, ModelPanel, PostPanel, RunBar
+from ._session import Session
 from ._settings import WidgetSettings
 
 SHORTCUT = "Ctrl+Shift+R"
@@ -79,6 +80,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         self._build()
         self._connect_viewer()
         self._restore()
+        Session.of(self.viewer).segment = self  # the Fine-tune widget finds this one through the session
 
     # --- construction ----------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -376,4 +378,5 @@ class SegmentWidget(CheckpointMixin, QWidget):
             self._run.cancel.cancel()
         self.layers.detach()
         self.settings.sync()
+        Session.of(self.viewer).forget(self)
         super().closeEvent(event)

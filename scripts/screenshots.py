@@ -1,7 +1,8 @@
 """Screenshots of the real napari window for the README walkthrough (``docs/images/*.png``).
 
-Opens napari with the plugin's sample data, docks "LLM4Seg: Segment" through the plugin manifest, runs
-segmentations and saves ``viewer.screenshot(canvas_only=False)`` of the shown window. Needs a display:
+Opens napari at 1280×800 with the plugin's sample data, docks the "LLM4Seg" panel through the plugin manifest,
+runs segmentations and a fine-tune, and saves ``viewer.screenshot(canvas_only=False)`` of the shown window.
+Needs a display:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py \
         [--checkpoint NAME_OR_FILE] [--ct-checkpoint NAME_OR_FILE]
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-PLUGIN, WIDGET = "napari-llm4seg", "LLM4Seg: Segment"
+PLUGIN, WIDGET = "napari-llm4seg", "LLM4Seg"
 
 
 def wait(condition: Callable[[], bool], timeout: float = 900.0) -> None:
@@ -52,10 +53,11 @@ def segment(widget: Any, layer: Any) -> None:
     print(f"  {widget.status.text()}")
 
 
-def finetune_shot(viewer: Any, seg: Any, out: Path) -> None:
+def finetune_shot(viewer: Any, panel: Any, out: Path) -> None:
     """The CT sample with 3 labelled slices: a quick fine-tune of the default, then "Label this next"."""
     import numpy as np
 
+    seg, ft = panel.segment, panel.finetune
     for layer in list(viewer.layers):
         viewer.layers.remove(layer)
     seg.load_checkpoint("default")
@@ -66,7 +68,7 @@ def finetune_shot(viewer: Any, seg: Any, out: Path) -> None:
         sparse[z] = reference.data[z]
     viewer.layers.remove(reference)
     mine = viewer.add_labels(sparse, name="my liver (3 slices)", scale=volume.scale, translate=volume.translate)
-    dock, ft = viewer.window.add_plugin_dock_widget(PLUGIN, "LLM4Seg: Fine-tune")
+    panel.show_section(1)
     settle()
     if not ft.run():
         raise RuntimeError(f"fine-tuning did not start: {ft.bar.status.text()}")
@@ -77,7 +79,6 @@ def finetune_shot(viewer: Any, seg: Any, out: Path) -> None:
     viewer.layers.selection.active = mine
     ft.suggest_panel.suggest()
     wait(lambda: not ft.suggest_panel.busy)
-    viewer.window.remove_dock_widget(seg.parent())  # the Fine-tune widget alone, at full height
     viewer.dims.set_current_step(0, 30)
     viewer.reset_view()
     shot(viewer, out, "finetune_widget.png")
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ct-checkpoint", default=None,
                         help="checkpoint for the CT part (e.g. a liver model); default: the one above")
     parser.add_argument("--out", default=str(ROOT / "docs" / "images"), help="output folder")
-    parser.add_argument("--size", default="1500x950", help="window size, WIDTHxHEIGHT")
+    parser.add_argument("--size", default="1280x800", help="window size, WIDTHxHEIGHT")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer(show=True, title="napari-llm4seg")
     viewer.window.resize(*(int(v) for v in args.size.lower().split("x")))
     try:
-        _, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+        _, llm4seg = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
+        widget = llm4seg.segment
         wait(lambda: not widget.busy)
         if args.checkpoint != widget.model_name:
             widget.load_checkpoint(args.checkpoint)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         segment(widget, volume)
         viewer.reset_view()
         shot(viewer, out, "segment_ct_slice.png")
-        finetune_shot(viewer, widget, out)
+        finetune_shot(viewer, llm4seg, out)
     finally:
         viewer.close()
     return 0

@@ -52,7 +52,7 @@ def test_napari_discovers_plugin_from_root_manifest() -> None:
     root = npe2.PluginManifest.from_file(ROOT / "napari.yaml")
     assert {c.id for c in found.contributions.commands} == {c.id for c in root.contributions.commands}
     assert {s.key for s in found.contributions.sample_data} == {"busi", "ircad17_ct"}
-    assert {w.display_name for w in found.contributions.widgets} == {"LLM4Seg: Segment", "LLM4Seg: Fine-tune"}
+    assert {w.display_name for w in found.contributions.widgets} == {"LLM4Seg", "LLM4Seg: Segment", "LLM4Seg: Fine-tune"}
     readers = {r.command for r in pm.iter_compatible_readers([str(ROOT / "sample_data" / "ircad17_ct.nii.gz")])}
     assert f"{PLUGIN}.get_reader" in readers
 

@@ -1,0 +1,56 @@
+"""The one "LLM4Seg" dock at 1280×800: both sections reachable, the widgets sharing one session."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from qtpy.QtCore import QPoint, QRect  # noqa: E402
+from qtpy.QtWidgets import (  # noqa: E402
+    QAbstractButton,
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QListWidget,
+    QScrollArea,
+)
+
+from test_finetune_widget import _isolated, small_model  # noqa: E402,F401 - _isolated: autouse settings
+from napari_llm4seg import _workers  # noqa: E402
+from napari_llm4seg._finetune_widget import find_segment_widget  # noqa: E402
+from napari_llm4seg._panel import FINETUNE, SEGMENT, LLM4SegPanel  # noqa: E402
+
+CONTROLS = (QAbstractButton, QComboBox, QAbstractSpinBox, QListWidget)
+
+
+def test_every_control_of_both_sections_is_reachable_at_1280x800(make_napari_viewer, monkeypatch, qtbot):
+    model = small_model()
+    monkeypatch.setattr(_workers, "load_job", lambda name: model)
+    viewer = make_napari_viewer(show=True)
+    window = viewer.window._qt_window
+    window.resize(1280, 800)
+    panel = LLM4SegPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="LLM4Seg", area="right")
+    qtbot.waitUntil(lambda: panel.segment.model is model, timeout=60_000)
+    assert find_segment_widget(viewer) is panel.segment  # the session, not a search through Qt
+    assert panel.finetune.base_model()[0] is model
+    checked = 0
+    for index in (SEGMENT, FINETUNE):
+        panel.show_section(index)
+        page = panel.tabs.widget(index)
+        scroll = page if isinstance(page, QScrollArea) else page.findChild(QScrollArea)
+        QApplication.processEvents()
+        for control in (w for kind in CONTROLS for w in page.findChildren(kind)):
+            if not control.isVisibleTo(page):  # hidden on purpose (e.g. z-range boxes for a 2D image)
+                continue
+            scroll.ensureWidgetVisible(control)
+            QApplication.processEvents()
+            at = QRect(control.mapTo(window, QPoint(0, 0)), control.size())
+            assert window.rect().contains(at.center()), (index, control, at, window.size())
+            assert control.visibleRegion().boundingRect().height() > 0, (index, control)
+            checked += 1
+    assert checked >= 25  # 30 visible controls when written (hidden ones, e.g. the z-range, skipped)
+    assert window.width() <= 1280 and window.height() <= 800
+    panel.close()
+    assert find_segment_widget(viewer) is None
