@@ -1,7 +1,7 @@
 """Small Qt helpers shared by the widgets."""
 from __future__ import annotations
 
-from qtpy.QtWidgets import QHBoxLayout, QWidget
+from qtpy.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QPlainTextEdit, QVBoxLayout, QWidget
 
 WARN_STYLE = "color: #ffb000; font-weight: bold;"
 
@@ -14,3 +14,19 @@ def row(*widgets: QWidget) -> QWidget:
     for w in widgets:
         lay.addWidget(w)
     return box
+
+
+def text_dialog(parent: QWidget, title: str, text: str) -> QDialog:
+    """Show ``text`` (read-only, selectable) in a non-modal dialog with a Close button; returns it."""
+    dialog = QDialog(parent)
+    dialog.setWindowTitle(title)
+    view = QPlainTextEdit(text)
+    view.setReadOnly(True)
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+    buttons.rejected.connect(dialog.reject)
+    lay = QVBoxLayout(dialog)
+    lay.addWidget(view)
+    lay.addWidget(buttons)
+    dialog.resize(640, 480)
+    dialog.open()
+    return dialog

@@ -20,13 +20,14 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from llm4seg.cardtext import card_summary, card_text
+from llm4seg.cardtext import card_brief, card_text
 from llm4seg.postprocess import PostprocessOptions
 from llm4seg.preprocess import WINDOWS, looks_like_ct
 
 from ._layers import image_data, layer_layout, lead_ndim, spatial_shape
 from ._qtutil import WARN_STYLE as _WARN_STYLE
 from ._qtutil import row as _row
+from ._qtutil import text_dialog
 
 BROWSE = "__browse__"
 IN_MEMORY_ROLE = Qt.ItemDataRole.UserRole + 1  # marks the checkpoint entry of a model that has no file
@@ -77,7 +78,13 @@ class ModelPanel(QGroupBox):
         self.card.setTextFormat(Qt.TextFormat.RichText)
         self.card.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.card.setToolTip("The checkpoint's model card: classes, frozen LLM layer, training data and metrics.")
+        self.details = QPushButton("Details…")
+        self.details.setToolTip("The whole model card: training data and command, every metric, the LLM layer.")
+        self.details.clicked.connect(self.show_details)
+        self.details.setEnabled(False)
+        self._full_card = ""
         form.addRow(self.card)
+        form.addRow("", self.details)
 
     def set_choices(self, names: list[str], recent: list[str], current: str) -> None:
         """Fill the checkpoint list: names, then recent files, then Browse…; select ``current``."""
@@ -131,18 +138,26 @@ class ModelPanel(QGroupBox):
         self.warning.setVisible(False)
 
     def show_card(self, card: Any) -> None:
-        """Render the card as a small table; a visible warning for untrained models."""
-        rows = [(k, str(v)) for k, v in card_summary(card) if k != "description" or not is_untrained(card)]
+        """A few lines of the card (name, input, classes, key scores); the rest behind Details…; a visible
+        warning for untrained models."""
+        rows = card_brief(card)
         cells = "".join(
             f"<tr><td style='padding-right:8px'><b>{html.escape(k)}</b></td>"
             f"<td>{html.escape(v if len(v) <= _CARD_CHARS else v[:_CARD_CHARS - 1] + '…')}</td></tr>"
             for k, v in rows
         )
         self.card.setText(f"<table>{cells}</table>")
-        self.card.setToolTip("Checkpoint card (full text):\n" + card_text(card))
+        self._full_card = card_text(card)
+        self.card.setToolTip("Checkpoint card (full text):\n" + self._full_card)
+        self.details.setEnabled(True)
         untrained = is_untrained(card)
         self.warning.setText(f"⚠ {card.description}" if untrained else "")
         self.warning.setVisible(untrained)
+
+
+    def show_details(self) -> None:
+        """The full model card in a dialog (selectable text)."""
+        self._dialog = text_dialog(self, "Model card", self._full_card)
 
 
 class InputPanel(QGroupBox):

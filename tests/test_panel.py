@@ -13,6 +13,7 @@ from qtpy.QtWidgets import (  # noqa: E402
     QApplication,
     QComboBox,
     QListWidget,
+    QPlainTextEdit,
     QScrollArea,
 )
 
@@ -35,6 +36,14 @@ def test_every_control_of_both_sections_is_reachable_at_1280x800(make_napari_vie
     qtbot.waitUntil(lambda: panel.segment.model is model, timeout=60_000)
     assert find_segment_widget(viewer) is panel.segment  # the session, not a search through Qt
     assert panel.finetune.base_model()[0] is model
+    card = panel.segment.model_panel  # a few lines, the whole card behind Details…
+    text = card.card.text()
+    assert "tiny0" in text and "1-channel gray, 32×32" in text and "lesion" in text and "training" not in text
+    card.details.click()
+    QApplication.processEvents()
+    shown = card._dialog.findChild(QPlainTextEdit).toPlainText()
+    assert card._dialog.isVisible() and "training" in shown and "position / attention" in shown
+    card._dialog.close()
     checked = 0
     for index in (SEGMENT, FINETUNE):
         panel.show_section(index)

@@ -34,6 +34,36 @@ def card_summary(card: Any) -> list[tuple[str, str]]:
     return rows
 
 
+def card_brief(card: Any) -> list[tuple[str, str]]:
+    """A few (field, value) rows for a narrow panel: name, input, classes and at most three key scores."""
+    from .models import modality
+
+    prep = card.preprocessing or {}
+    size = f"{prep['size']}×{prep['size']}" if prep.get("size") else "native size"
+    rows = [("model", card.name), ("input", f"{modality(card)}, {size}"),
+            ("classes", ", ".join(card.classes[1:]) if len(card.classes) > 1 else "-")]
+    metrics = card.metrics or {}
+    volume = bool(prep.get("window"))  # CT: Dice pooled over the volume's slices says more than a slice mean
+    keys = [k for k, v in metrics.items() if _is_key_score(k, v)]
+    keys.sort(key=lambda k: not k.startswith(("val", "heldout_own_val")))  # the model's own validation first
+    scores = [_score(k, metrics.get(f"{k}_pooled", metrics[k]) if volume else metrics[k], volume and
+                     f"{k}_pooled" in metrics) for k in keys]
+    if scores:
+        rows.append(("scores", "; ".join(scores[:3])))
+    return rows
+
+
+def _is_key_score(key: str, value: Any) -> bool:
+    return isinstance(value, (int, float)) and key.endswith("dice") and not key.endswith("pooled_dice") \
+        and "_pooled" not in key
+
+
+def _score(key: str, value: float, pooled: bool = False) -> str:
+    where = key.removesuffix("_dice").removeprefix("heldout_").removesuffix("_") or "held out"
+    where = {"val": "validation", "own_val": "validation", "heldout": "held out"}.get(where, where.replace("_", " "))
+    return f"Dice {value:.2f} ({where}{', pooled' if pooled else ''})"
+
+
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
