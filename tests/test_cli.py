@@ -58,6 +58,32 @@ def test_segment_png(ckpt, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
 
 
+def test_segment_postprocessing_flags(tmp_path, capsys, monkeypatch):
+    import llm4seg.models
+    from _widget_models import ThresholdModel, disk
+    from llm4seg.postprocess import postprocess
+
+    monkeypatch.setattr(llm4seg.models, "load_model", lambda *a, **k: ThresholdModel())
+    img, _ = disk(64, 80)
+    img[30:34, 38:42] = 30  # a hole in the disk
+    img[2:5, 2:5] = 200  # a speck away from it
+    src = tmp_path / "us.png"
+    iio.imwrite(src, img)
+    assert main(["segment", str(src), "--out", str(tmp_path / "raw"), "--json"]) == 0
+    raw = iio.imread(json.loads(capsys.readouterr().out)["output"])
+    assert raw[3, 3] == 1 and raw[31, 39] == 0  # the model kept the speck and the hole
+    assert main(["segment", str(src), "--out", str(tmp_path / "clean"), "--json", "--largest", "--fill-holes",
+                 "--min-size", "20"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    clean = iio.imread(report["output"])
+    assert clean[3, 3] == 0 and clean[31, 39] == 1
+    assert np.array_equal(clean, postprocess(raw, largest=True, fill_holes=True, min_size=20))
+    assert report["postprocessing"] == "largest component, fill holes, remove < 20 px (3D)"
+    assert report["voxels"]["lesion"] == int(clean.sum())
+    assert main(["segment", str(src), "--out", str(tmp_path / "bad"), "--min-size", "-3"]) == 2
+    assert "min_size must be >= 0" in capsys.readouterr().err
+
+
 def test_segment_nifti_keeps_affine(ckpt, tmp_path):
     vol = (np.random.default_rng(0).normal(0, 300, (48, 40, 5))).astype(np.int16)  # (x, y, z) in the file
     affine = np.diag([-0.7, -0.7, 2.5, 1.0])

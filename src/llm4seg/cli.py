@@ -82,8 +82,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .events import Done, Progress
     from .io import read_image, write_labels
     from .models import load_model
+    from .postprocess import PostprocessOptions, postprocess
     from .preprocess import WINDOWS
 
+    cleanup = PostprocessOptions(largest=args.largest, fill_holes=args.fill_holes, min_size=args.min_size,
+                                 mode="slice" if args.per_slice else "3d")
     model = load_model(args.checkpoint, device=args.device)
     window = None
     if args.window:
@@ -107,13 +110,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
                     bar.refresh()
                 elif isinstance(event, Done):
                     result = event.result
-        written = write_labels(dest, result.labels, like=data, overwrite=args.overwrite)
-        counts = {name: int((result.labels == i).sum()) for i, name in enumerate(result.classes) if i > 0}
+        labels = postprocess(result.labels, cleanup) if cleanup.active and result.labels.ndim in (2, 3) \
+            else result.labels
+        written = write_labels(dest, labels, like=data, overwrite=args.overwrite)
+        counts = {name: int((labels == i).sum()) for i, name in enumerate(result.classes) if i > 0}
         report = {
             "input": str(src), "output": str(written), "shape": list(result.labels.shape),
             "classes": result.classes, "voxels": counts, "seconds": round(result.seconds, 3),
             "device": result.device, "checkpoint": model.card.name if model.card else None,
-            "notes": result.notes,
+            "notes": result.notes, "postprocessing": cleanup.describe(),
         }
         for note in result.notes:
             print(f"llm4seg: note: {src.name}: {note}", file=sys.stderr)
@@ -178,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--tta", choices=["flips", "d4"], default=None,
                    help="test-time augmentation: average over flips (3 passes) or the 8 square symmetries")
+    p.add_argument("--largest", action="store_true", help="keep only the largest connected component of each class")
+    p.add_argument("--fill-holes", action="store_true", help="fill holes inside each class")
+    p.add_argument("--min-size", type=int, default=0, metavar="N",
+                   help="remove objects smaller than N pixels (voxels in 3D)")
+    p.add_argument("--per-slice", action="store_true",
+                   help="volumes: post-process each slice on its own instead of the whole volume in 3D")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_segment)
