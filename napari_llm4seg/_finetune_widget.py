@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from llm4seg.device import is_oom
 from llm4seg.events import CancelToken, Failed, Log, Metric, Progress
-from llm4seg.finetune import NO_VALIDATION, FinetuneOutcome, PairPlan, TrainingPair, summarise
+from llm4seg.finetune import FinetuneOutcome, PairPlan, TrainingPair, summarise
 from llm4seg.models import DEFAULT_NAME
 from llm4seg.train import NothingToLearn
 
@@ -238,7 +238,7 @@ class FineTuneWidget(QWidget):
         if isinstance(event, Metric):
             self.plot.add(event.name, event.step, event.value)
         elif isinstance(event, Progress):
-            if event.message.startswith("caching"):
+            if event.phase == "caching":
                 self.bar.set_progress(event.done, event.total, "caching features %v / %m")
                 return
             self.bar.set_progress(event.done, event.total)
@@ -252,7 +252,7 @@ class FineTuneWidget(QWidget):
                 self.bar.eta.setText(f"{speed} steps/s · ETA {int(left // 60)}:{int(left % 60):02d}")
             self.bar.set_status(event.message)
         elif isinstance(event, Log):
-            if event.text == NO_VALIDATION:
+            if event.topic == "no-validation":
                 self.plot.show_no_validation(True)
             if event.level == "warning":  # e.g. no validation, a smaller batch or the CPU after out of memory
                 show_warning(f"LLM4Seg fine-tune: {event.text}.")

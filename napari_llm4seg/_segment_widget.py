@@ -260,9 +260,11 @@ class SegmentWidget(CheckpointMixin, QWidget):
                 run.pbar.total = event.total
                 run.pbar.update(event.done - run.pbar.n)
         elif isinstance(event, Log):
-            show_warning(event.text)
-            self.model_panel.device_used.setText("→ cpu (fallback)")
-            self.model_panel.device_used.setToolTip(event.text)
+            if event.level == "warning":
+                show_warning(event.text)
+            if event.topic == "fallback":
+                self.model_panel.device_used.setText("→ cpu (fallback)")
+                self.model_panel.device_used.setToolTip(event.text)
 
     def _on_done(self, outcome: _workers.JobOutcome) -> None:
         run, self.last_outcome = self._run, outcome

@@ -102,7 +102,7 @@ def segment_job(
     dev, note = pick_device(device)
     if note:
         notes.append(note)
-        yield Log(note)
+        yield Log(note, "warning", topic="fallback")
     image = np.asarray(image)
     try:
         model.to(dev)
@@ -112,7 +112,7 @@ def segment_job(
             raise
         note = f"{dev} ran out of memory ({str(exc).splitlines()[0][:120]}); LLM4Seg retries on the CPU (slower)."
         notes.append(note)
-        yield Log(note)
+        yield Log(note, "warning", topic="fallback")
         dev = torch.device("cpu")
         model.to(dev)
         if torch.cuda.is_available():

@@ -14,7 +14,7 @@ import torch
 
 from _factories import TINY, TINY_LLAMA, disk_image, one_thread, tiny_model  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
-from llm4seg.events import CancelToken, Cancelled, Done, Failed, Log, run_to_end
+from llm4seg.events import CancelToken, Cancelled, Done, Failed, Log, Progress, run_to_end
 from llm4seg.finetune import NO_VALIDATION, TrainingPair, finetune, preset_config, summarise
 from llm4seg.model import ModelConfig, build_model
 from llm4seg.preprocess import Preprocessing
@@ -318,3 +318,17 @@ def test_widget_out_of_memory_warns_then_fails_cleanly(widgets, qtbot, on_a_gpu)
     assert "use the quick preset" in ft.bar.status.text() and ft.outcome is None
     assert ft.run_button.isEnabled() and not ft.cancel_button.isEnabled() and ft.options.isEnabled()
     assert untouched(layers, before) and seg.model is model and same(model, weights)
+
+
+def test_events_say_their_phase_and_topic_for_code():
+    """GUIs act on ``Progress.phase`` and ``Log.topic``, never on the wording of a message."""
+    from llm4seg.events import PHASES, TOPICS
+
+    model = tiny_model()
+    data = from_arrays([disk_image(32, 32, seed=i) for i in range(2)], Preprocessing(size=32))
+    config = TrainConfig.quick(steps=2, crop=None, seed=0)
+    events = list(fit(model, data, None, config, CancelToken()))
+    phases = {e.phase for e in events if isinstance(e, Progress)}
+    assert phases == {"caching", "training"} and phases <= set(PHASES)
+    topics = [e.topic for e in events if isinstance(e, Log) and e.level == "warning"]
+    assert topics == ["no-validation"] and set(topics) <= set(TOPICS)

@@ -12,13 +12,20 @@ from typing import Any, Generator, TypeVar
 T = TypeVar("T")
 
 
+#: ``Progress.phase`` values: what the units are.
+PHASES = ("", "caching", "training", "segmenting", "evaluating")
+#: ``Log.topic`` values a GUI may act on (the text is for people, the topic for code).
+TOPICS = ("", "fallback", "no-validation", "memory")
+
+
 @dataclass(frozen=True)
 class Progress:
-    """``done`` of ``total`` units of work finished."""
+    """``done`` of ``total`` units of work finished; ``phase`` says which part of the job (see PHASES)."""
 
     done: int
     total: int
     message: str = ""
+    phase: str = ""
 
 
 @dataclass(frozen=True)
@@ -33,10 +40,13 @@ class Metric:
 @dataclass(frozen=True)
 class Log:
     """A line of text for the user; ``level`` "warning" when the job changed course or lost something
-    (e.g. no validation set, a smaller batch or the CPU after running out of memory): GUIs notify those."""
+    (e.g. no validation set, a smaller batch or the CPU after running out of memory): GUIs notify those.
+    ``topic`` (see TOPICS) names what happened, for code: "fallback" (another device than asked),
+    "no-validation" (nothing held out), "memory" (smaller batches after running out of memory)."""
 
     text: str
     level: str = "info"
+    topic: str = ""
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from .checkpoint import ModelCard
 from .events import Log, is_cancelled
 from .preprocess import WINDOWS, Preprocessing, looks_like_ct
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
-from .train.loop import NO_VALIDATION_SET
 
 __all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "preset_config", "summarise",
            "finetune", "finetuned_card", "NO_VALIDATION", "DEFAULT_SIZE", "MIN_VAL_ITEMS",
@@ -272,10 +271,10 @@ def finetune(
     train_set, val_set = split(data, fraction, seed=config.seed)
     said = val_set is None and val_fraction is None
     if said:
-        yield Log(NO_VALIDATION, "warning" if len(data) < 2 else "info")
+        yield Log(NO_VALIDATION, "warning" if len(data) < 2 else "info", topic="no-validation")
     start = copy.deepcopy(trained) if config.blend < 1.0 else None
     events = fit(trained, train_set, val_set, config, cancel)
-    result = yield from _events(events, skip=NO_VALIDATION_SET if said else None)
+    result = yield from _events(events, skip_no_validation=said)
     if start is not None and result is not None and result.model is not None:
         blend_weights(start, result.model, config.blend)
         yield Log(f"weights blended: {config.blend:g} of the way from the start to the trained ones")
@@ -283,15 +282,16 @@ def finetune(
                            len(val_set) if val_set is not None else 0, dict(plan.pixels), config)
 
 
-def _events(gen: Generator[Any, None, Any], skip: str | None) -> Generator[Any, None, Any]:
-    """``gen``'s events and result, without the ``Log`` whose text is ``skip`` (said more precisely already)."""
+def _events(gen: Generator[Any, None, Any], skip_no_validation: bool) -> Generator[Any, None, Any]:
+    """``gen``'s events and result, without the loop's own "no validation" line when it was said more
+    precisely already."""
     try:
         while True:
             try:
                 event = next(gen)
             except StopIteration as stop:
                 return stop.value
-            if not (skip is not None and isinstance(event, Log) and event.text == skip):
+            if not (skip_no_validation and isinstance(event, Log) and event.topic == "no-validation"):
                 yield event
     finally:
         gen.close()

@@ -153,7 +153,7 @@ def iter_segment(
     net = fast_model(model) if fast else model
     timings = {"setup": time.perf_counter() - started, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
     z = z0
-    yield Progress(0, z1 - z0, "segmenting")
+    yield Progress(0, z1 - z0, "segmenting", phase="segmenting")
     while z < z1:
         if is_cancelled(cancel):
             yield Cancelled()
@@ -187,7 +187,8 @@ def iter_segment(
         for key, dt in (("preprocess", t1 - t0), ("model", t2 - t1), ("postprocess", t3 - t2)):
             timings[key] += dt
         z = stop
-        yield Progress(z - z0, z1 - z0, f"slice {z}/{z1}" if layout.startswith("3d") else "segmenting")
+        yield Progress(z - z0, z1 - z0, f"slice {z}/{z1}" if layout.startswith("3d") else "segmenting",
+                       phase="segmenting")
     if layout.startswith("2d"):
         labels = labels[0]
         probs = probs[0] if probs is not None and probs.ndim == 3 else (probs[:, 0] if probs is not None else None)

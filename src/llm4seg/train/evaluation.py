@@ -38,7 +38,7 @@ def iter_evaluate(
             f"({', '.join(class_names[1:])}): select the model's classes with --classes"
         )
     acc = MetricAccumulator(num_classes=k, class_names=class_names, hd=hd)
-    yield Progress(0, len(sources), "evaluating")
+    yield Progress(0, len(sources), "evaluating", phase="evaluating")
     for i, src in enumerate(sources):
         if is_cancelled(cancel):
             yield Cancelled()
@@ -61,7 +61,7 @@ def iter_evaluate(
         truth = labels[zs] if src.volume else labels
         spacing = src.spacing[-2:] if src.spacing is not None and len(src.spacing) >= 2 else None
         acc.update(np.asarray(pred), np.asarray(truth).astype(np.uint8), spacing)
-        yield Progress(i + 1, len(sources), src.name)
+        yield Progress(i + 1, len(sources), src.name, phase="evaluating")
     metrics = acc.compute()
     yield Done(metrics)
     return metrics

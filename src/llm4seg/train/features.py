@@ -115,7 +115,7 @@ def build_feature_cache(
                     raise
                 feats = None
             if feats is None:  # retried outside the handler, so that the failed batch's tensors can be freed
-                yield Log(_back_off(policy, model), "warning")
+                yield Log(_back_off(policy, model), "warning", topic="memory")
                 continue
             start = int(idx[-1]) + 1
             if skips is None:
@@ -126,7 +126,7 @@ def build_feature_cache(
                 buf[idx] = f.to("cpu", torch.float16)
             bottleneck[idx] = x5.to("cpu", torch.float16)
             labels[idx] = y.to("cpu", torch.uint8)
-            yield Progress(start, total, "caching features")
+            yield Progress(start, total, "caching features", phase="caching")
     finally:
         model.train(was_training)
         if policy.device != home:

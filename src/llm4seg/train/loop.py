@@ -176,7 +176,7 @@ def fit(
               f"{train_set.describe()}; {total} steps × batch {config.batch_size}"
               f"{f' × {ctx.world_size} processes' if ctx.distributed else ''} on {ctx.device}")
     if val_set is None:
-        yield Log(NO_VALIDATION_SET, "warning")
+        yield Log(NO_VALIDATION_SET, "warning", topic="no-validation")
 
     train_cache = val_cache = None
     try:
@@ -240,7 +240,7 @@ def fit(
             epoch_loss, epoch_n = epoch_loss + loss, epoch_n + 1
             yield Metric(step, "loss", loss)
             yield Metric(step, "lr", lr)
-            yield Progress(step, total, f"step {step}/{total} loss {loss:.4f}")
+            yield Progress(step, total, f"step {step}/{total} loss {loss:.4f}", phase="training")
             if step % val_every == 0 or step == total:
                 line = (f"step {step}/{total} (epoch {epoch_number(step, per_epoch)}): "
                         f"loss {epoch_loss / max(1, epoch_n):.4f}")
@@ -345,7 +345,7 @@ def _retry(attempt: Callable[[], Any], policy: OomBackoff | None, undo: Callable
                     if torch.is_tensor(value):
                         state[key] = value.to(policy.device)
             ctx.device = policy.device
-        yield Log(policy.message, "warning")
+        yield Log(policy.message, "warning", topic="memory")
 
 
 def _finite(best: dict[str, Any]) -> dict[str, Any]:
