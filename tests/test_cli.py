@@ -132,3 +132,16 @@ def test_errors_are_one_line_with_nonzero_exit(args, needle, tmp_path):
     assert proc.returncode == EXIT_ERROR
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback of a machine without CUDA")
+def test_segment_on_a_missing_gpu_falls_back_to_the_cpu(ckpt, tmp_path, capsys):
+    img, _ = disk_image(32, 48)
+    src = tmp_path / "us.png"
+    iio.imwrite(src, img)
+    assert main(["segment", str(src), "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--device", "cuda",
+                 "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["device"] == "cpu" and "falls back to the CPU" in captured.err
+    assert any("falls back to the CPU" in n for n in report["notes"])

@@ -46,12 +46,14 @@ def test_unavailable_device_falls_back_to_cpu(monkeypatch):
 
 
 def test_out_of_memory_retries_on_cpu(monkeypatch):
-    monkeypatch.setattr(_workers, "pick_device", lambda requested: (torch.device("cuda:0"), None))
+    import llm4seg.jobs
+
+    monkeypatch.setattr(llm4seg.jobs, "pick_device", lambda requested: (torch.device("cuda:0"), None))
     model = _OOMOnce()
     img, mask = disk()
     events, outcome = _drive(_workers.segment_job(img, model, device="cuda:0", batch_size=1))
     assert model.devices == ["cuda:0", "cpu"] and outcome.device == "cpu"
-    assert any(isinstance(e, Log) and "out of memory" in e.text for e in events)
+    assert any(isinstance(e, Log) and "out of memory" in e.text and e.topic == "fallback" for e in events)
     assert np.array_equal(outcome.labels, mask)
 
 

@@ -354,9 +354,11 @@ def test_test_time_augmentation_is_passed_to_the_run(make_widget, qtbot, monkeyp
     model.card = ModelCard(name="tiny", classes=["background", "lesion"], model=model.config.to_dict(),
                            preprocessing=Preprocessing(size=32).to_dict())
     viewer, widget = make_widget(model.eval())
+    import llm4seg.jobs
+
     seen = []
-    real = _workers.iter_segment
-    monkeypatch.setattr(_workers, "iter_segment", lambda *a, **kw: seen.append(kw.get("tta")) or real(*a, **kw))
+    real = llm4seg.jobs.iter_segment
+    monkeypatch.setattr(llm4seg.jobs, "iter_segment", lambda *a, **kw: seen.append(kw.get("tta")) or real(*a, **kw))
     img = disk()[0]
     viewer.add_image(img, name="disk")
     run_and_wait(qtbot, widget)

@@ -78,16 +78,17 @@ def _writable_folder(folder: Path) -> Path:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .infer import image_layout, iter_segment
-    from .events import Done, Progress
+    from .events import Log, Progress
+    from .infer import image_layout
     from .io import read_image, write_labels
+    from .jobs import segment_job
     from .models import load_model
-    from .postprocess import PostprocessOptions, postprocess
+    from .postprocess import PostprocessOptions
     from .preprocess import WINDOWS
 
     cleanup = PostprocessOptions(largest=args.largest, fill_holes=args.fill_holes, min_size=args.min_size,
                                  mode="slice" if args.per_slice else "3d")
-    model = load_model(args.checkpoint, device=args.device)
+    model = load_model(args.checkpoint, device="cpu")  # the job moves it to --device, or falls back to the CPU
     window = None
     if args.window:
         window = WINDOWS.get(args.window) or tuple(float(v) for v in args.window.split(","))
@@ -96,36 +97,39 @@ def cmd_segment(args: argparse.Namespace) -> int:
     for item in args.inputs:
         src = Path(item)
         data = read_image(src)
-        layout = image_layout(data.array)
-        spatial = 3 if layout.startswith("3d") else 2
+        spatial = 3 if image_layout(data.array).startswith("3d") else 2
         dest = _output_path(src, out_dir, args.format, spatial)
         if dest.exists() and not args.overwrite:
             raise CLIError(f"{dest} exists: pass --overwrite to replace it, or choose another --out")
-        result = None
+        job = segment_job(data.array, model, device=args.device, options=cleanup, window=window,
+                          batch_size=args.batch_size, tta=args.tta)
         with _progress_bar(1, src.name, not args.json and sys.stderr.isatty()) as bar:
-            for event in iter_segment(data.array, model, window=window, batch_size=args.batch_size, tta=args.tta):
+            while True:
+                try:
+                    event = next(job)
+                except StopIteration as stop:
+                    outcome = stop.value
+                    break
                 if isinstance(event, Progress):
-                    bar.total = event.total
-                    bar.n = event.done
+                    bar.total, bar.n = event.total, event.done
                     bar.refresh()
-                elif isinstance(event, Done):
-                    result = event.result
-        labels = postprocess(result.labels, cleanup) if cleanup.active and result.labels.ndim in (2, 3) \
-            else result.labels
+                elif isinstance(event, Log) and event.level == "warning":
+                    print(f"llm4seg: warning: {event.text}", file=sys.stderr)
+        result, labels = outcome.result, outcome.labels
         written = write_labels(dest, labels, like=data, overwrite=args.overwrite)
         counts = {name: int((labels == i).sum()) for i, name in enumerate(result.classes) if i > 0}
         report = {
-            "input": str(src), "output": str(written), "shape": list(result.labels.shape),
+            "input": str(src), "output": str(written), "shape": list(labels.shape),
             "classes": result.classes, "voxels": counts, "seconds": round(result.seconds, 3),
-            "device": result.device, "checkpoint": model.card.name if model.card else None,
-            "notes": result.notes, "postprocessing": cleanup.describe(),
+            "device": outcome.device, "checkpoint": model.card.name if model.card else None,
+            "notes": outcome.notes + result.notes, "postprocessing": cleanup.describe(),
         }
         for note in result.notes:
             print(f"llm4seg: note: {src.name}: {note}", file=sys.stderr)
         reports.append(report)
         if not args.json:
             fg = ", ".join(f"{k}: {v}" for k, v in counts.items())
-            print(f"{src} -> {written} ({fg}; {result.seconds:.2f} s on {result.device})")
+            print(f"{src} -> {written} ({fg}; {result.seconds:.2f} s on {outcome.device})")
     if args.json:
         print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
     return 0
