@@ -11,6 +11,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._layers import class_features
+
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | os.PathLike | list[str | os.PathLike]
 
@@ -86,6 +88,20 @@ def layer_metadata(img: Any, source: str | os.PathLike | None, **extra: Any) -> 
     return {"llm4seg": info}
 
 
+def class_names_beside(source: Path) -> list[str]:
+    """Class names of a label map from a ``labels.json`` next to it (``{"1": "liver", ...}``), index = value;
+    empty when there is none or it cannot be read."""
+    from llm4seg.train.sources import known_classes
+
+    try:
+        known = known_classes(Path(source).parent)
+    except ValueError:
+        return []
+    if not known:
+        return []
+    return ["background"] + [known.get(k, f"label {k}") for k in range(1, max(known) + 1)]
+
+
 def layer_data(img: Any, source: Path, *, layer_type: str | None = None, name: str | None = None,
                **extra_meta: Any) -> LayerData:
     """Turn an :class:`llm4seg.io.ImageData` into napari ``(data, kwargs, layer_type)``."""
@@ -101,6 +117,9 @@ def layer_data(img: Any, source: Path, *, layer_type: str | None = None, name: s
     if layer_type == "labels":
         if arr.dtype == bool:
             arr = arr.astype(np.uint8)
+        classes = class_names_beside(source)
+        if classes:
+            kwargs["features"] = class_features(classes)  # hovering a label shows its class
     else:
         kwargs["rgb"] = img.rgb
         if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and arr.min() <= -500:

@@ -79,6 +79,10 @@ def test_reader_opens_nifti_with_scale_and_affine(make_napari_viewer, tmp_path: 
     assert np.array_equal(np.asarray(info["affine"]), nib.load(path).affine) and info["source"] == str(path)
     [labels] = viewer.open(str(seg), plugin=PLUGIN)
     assert labels._type_string == "labels" and np.allclose(labels.scale, image.scale)
+    assert "class" not in labels.features  # no labels.json: no names invented
+    (tmp_path / "labels.json").write_text('{"1": "liver", "3": "portal vein"}')
+    [named] = viewer.open(str(seg), plugin=PLUGIN)
+    assert list(named.features["class"]) == ["background", "liver", "label 2", "portal vein"]
 
 
 def test_reader_opens_dicom_folder(make_napari_viewer, tmp_path: Path) -> None:

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .config import PRESETS
+
 __all__ = ["register", "cmd_train", "cmd_evaluate"]
 
 
@@ -35,8 +37,9 @@ def register(subparsers: Any) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int)
     length.add_argument("--steps", type=int)
-    p.add_argument("--preset", choices=["paper", "quick"], default=None,
-                   help="paper: the full recipe (default for new models); quick: fast decoder fine-tuning (default with --init)")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="paper: the full recipe (default for new models); quick: fast decoder fine-tuning (default "
+                        "with --init); thorough: whole-network fine-tuning")
     p.add_argument("--size", type=int, default=None, help="training size in pixels (default 256, or the checkpoint's)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="learning rate (default: the preset's)")

@@ -178,7 +178,8 @@ def _read_list(path: Path) -> list[str]:
     return [_strip_ext(line.strip()) for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
 
 
-def _known_classes(root: Path) -> dict[int, str]:
+def known_classes(root: Path) -> dict[int, str]:
+    """Class names by label value from ``root/labels.json`` (empty when there is none)."""
     path = root / "labels.json"
     if not path.is_file():
         return {}
@@ -241,7 +242,7 @@ def _pair_side_by_side(root: Path, niftis: dict[str, Path]) -> list[tuple[str, P
 
 
 def _nifti_sources(root: Path, pairs, classes, only_labelled, z_range) -> tuple[list[Source], list[str]]:
-    known = _known_classes(root)
+    known = known_classes(root)
     if not known:
         values: set[int] = set()
         for _, _, lab in pairs:
@@ -277,7 +278,7 @@ def _folder_sources(root: Path, list_file, classes) -> tuple[list[Source], list[
         for n in names[:50]:
             if n in label_files:
                 values.update(int(v) for v in np.unique(read_array(label_files[n])[0]) if v > 0)
-        known = _known_classes(root) or {v: f"class {v}" for v in sorted(values)}
+        known = known_classes(root) or {v: f"class {v}" for v in sorted(values)}
         spec = parse_classes(classes, known)
 
         def make(n: str) -> Callable[[], tuple]:
@@ -293,7 +294,7 @@ def _folder_sources(root: Path, list_file, classes) -> tuple[list[Source], list[
         if not ks:
             raise FileNotFoundError(f"{masks_dir} has no class folders: put binary masks in masks/0/<name>.png")
         mask_files = [_files(d, IMAGE_EXTS) for d in ks]
-        known = _known_classes(root) or ({1: "foreground"} if len(ks) == 1 else {int(d.name) + 1: f"class {int(d.name) + 1}" for d in ks})
+        known = known_classes(root) or ({1: "foreground"} if len(ks) == 1 else {int(d.name) + 1: f"class {int(d.name) + 1}" for d in ks})
         spec = parse_classes(classes, known)
 
         def make(n: str) -> Callable[[], tuple]:
