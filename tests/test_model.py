@@ -164,3 +164,24 @@ def test_adapter_calibration_keeps_bottleneck_scale(llm_model):
         std, raw_std = float(booster(x).std()), float(raw(x).std())
     assert 0.8 < std < 1.25  # unit-variance tokens stay unit-variance (calibrated on other random tokens)
     assert raw_std > 2.5  # without calibration the middle layer amplifies them several-fold
+
+
+def test_adapters_only_arm_has_no_layer_and_round_trips(tmp_path):
+    from llm4seg.checkpoint import load_checkpoint, save_checkpoint, ModelCard
+
+    arm = tiny_model(llm=DEFAULT_LLM, llm_init="none", seed=3)
+    assert arm.frozen_layer_state() == {} and arm.booster.proj_in.out_features == 576  # SmolLM2's width
+    x = torch.randn(1, arm.booster.proj_in.in_features, 4, 4)
+    with torch.no_grad():
+        expected = arm.booster.proj_out(arm.booster.proj_in(x.flatten(2).transpose(1, 2)))
+        torch.testing.assert_close(arm.booster(x), expected.transpose(1, 2).reshape(x.shape))
+    base = tiny_model(seed=3)  # same CNN start as the baseline of the same seed
+    assert torch.equal(arm.state_dict()["stem.conv.0.weight"], base.state_dict()["stem.conv.0.weight"])
+    path = save_checkpoint(tmp_path / "a.safetensors", arm, ModelCard(name="adapters", classes=["background", "x"]))
+    back = load_checkpoint(path, device="cpu")
+    img = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(back(img), arm(img))
+    from llm4seg.cardtext import card_text
+
+    assert "adapters only" in card_text(back.card)

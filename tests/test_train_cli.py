@@ -140,3 +140,10 @@ def test_train_faithful_builds_the_reference_architecture(folder, tmp_path):
     model = read_card(out).model
     assert (model["upsample"], model["position"], model["calibrate"]) == ("bilinear", "paper", False)
     assert load_checkpoint(out, device="cpu").Up5.up[0].mode == "bilinear"
+
+
+def test_train_adapters_only_arm(folder, tmp_path):
+    out = tmp_path / "a.safetensors"
+    fast = [a for a in FAST if a != "--no-llm"]
+    assert main(["train", str(folder), "--out", str(out), "--steps", "1", *fast, "--adapters-only"]) == 0
+    assert read_card(out).model["llm_init"] == "none"

@@ -10,7 +10,8 @@ def card_summary(card: Any) -> list[tuple[str, str]]:
     llm = card.llm or {}
     prep = card.preprocessing or {}
     if model.get("llm"):
-        kind = "random layer (ablation)" if model.get("llm_init") == "random" else "frozen pre-trained layer"
+        kind = {"random": "random layer (ablation)", "none": "adapters only, no layer (ablation)"}.get(
+            model.get("llm_init"), "frozen pre-trained layer")
         llm_text = f"{model['llm']} ({llm.get('arch', model.get('llm_arch', '?'))}, {kind}"
         llm_text += f", {'embedded ' + str(llm.get('dtype', '')) if llm.get('embedded', True) else 'by reference'})"
     else:

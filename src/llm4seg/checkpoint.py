@@ -113,7 +113,7 @@ def save_checkpoint(
             "arch": model.config.llm_arch,
             "init": model.config.llm_init,
             "sha256": tensors_sha256(layer),
-            "embedded": bool(embed_llm or model.config.llm_init == "random"),
+            "embedded": bool(embed_llm or model.config.llm_init != "pretrained"),
             "dtype": llm_dtype,
         }
         tensors = {k: v for k, v in tensors.items() if not k.startswith(LAYER_PREFIX)}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .booster import LLMBooster, init_random_layer
+from .booster import LLMBooster, NoLayer, init_random_layer
 from .config import ModelConfig
 from .network import STRIDE, LLM4Seg
 
@@ -42,18 +42,20 @@ def _build_booster(config: ModelConfig, weights, load_llm: bool, gen: torch.Gene
                 "in the model config"
             )
         layer_index = _layer_index(config.llm)
-        # the layer's weights come from ``weights`` or from the checkpoint's state dict: skip random init
-        layer, rotary = build_decoder_layer(config.llm_arch, config.llm_config, layer_index,
-                                            empty=config.llm_init != "random")
-        if weights is not None:
-            layer.load_state_dict(weights.tensors, strict=True)
-        if config.llm_init == "random":
-            init_random_layer(layer, gen)
+        if config.llm_init == "none":  # adapters only (ablation)
+            layer, rotary = NoLayer(), None
+        else:  # the layer's weights come from ``weights`` or from the checkpoint's state dict
+            layer, rotary = build_decoder_layer(config.llm_arch, config.llm_config, layer_index,
+                                                empty=config.llm_init != "random")
+            if weights is not None:
+                layer.load_state_dict(weights.tensors, strict=True)
+            if config.llm_init == "random":
+                init_random_layer(layer, gen)
         booster = LLMBooster(
             config.dims[-1], layer, rotary, int(config.llm_config["hidden_size"]),
             position=config.position, attention=config.attention,
         )
-    if booster is not None and config.calibrate and (weights is not None or config.llm_init == "random"):
+    if booster is not None and config.calibrate and (weights is not None or config.llm_init != "pretrained"):
         booster.calibrate(gen)
     return booster
 

@@ -7,6 +7,13 @@ import torch
 from torch import nn
 
 
+class NoLayer(nn.Module):
+    """Stands where the decoder layer would be in the adapters-only ablation: tokens pass unchanged."""
+
+    def forward(self, tokens: torch.Tensor, **_: Any) -> torch.Tensor:
+        return tokens
+
+
 class LLMBooster(nn.Module):
     """Pass a (B, C, h, w) bottleneck through one frozen pre-trained decoder layer.
 
@@ -56,6 +63,8 @@ class LLMBooster(nn.Module):
 
     def run_layer(self, tokens: torch.Tensor) -> torch.Tensor:
         """The frozen decoder layer on (B, T, hidden) tokens; handles tuple and tensor returns."""
+        if isinstance(self.layer, NoLayer):
+            return tokens
         out: Any = self.layer(
             tokens,
             attention_mask=None,

@@ -6,7 +6,7 @@ from typing import Any
 
 POSITIONS = ("rope", "paper")
 ATTENTIONS = ("causal", "bidirectional")
-LLM_INITS = ("pretrained", "random")
+LLM_INITS = ("pretrained", "random", "none")
 UPSAMPLES = ("nearest", "bilinear")
 
 
@@ -16,7 +16,8 @@ class ModelConfig:
 
     ``llm`` is an LLM descriptor (``smollm2-135m:15``, ``dir:14``, ``file.gguf:14``, ``org/name:14``) or
     ``None`` for the plain CMUNeXt baseline. ``llm_init="random"`` builds a layer of the same shape with
-    random weights (ablation). ``position``: ``"rope"`` uses the LLM's own rotary embedding over raster-order
+    random weights (ablation); ``llm_init="none"`` keeps only the two adapters (Linear → Linear at the LLM's
+    width, no layer between them: the ablation arm that asks whether the layer itself matters). ``position``: ``"rope"`` uses the LLM's own rotary embedding over raster-order
     tokens; ``"paper"`` reproduces the reference code (scalar sin/cos of the token index, passed as
     (sin, cos)). ``llm_arch``/``llm_config`` are filled when the layer is built, so a checkpoint can rebuild
     the network without the LLM installed.

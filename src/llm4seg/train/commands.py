@@ -28,6 +28,8 @@ def register(subparsers: Any) -> None:
     llm.add_argument("--llm", default=None, help="frozen LLM layer descriptor (default smollm2-135m:15)")
     llm.add_argument("--no-llm", action="store_true", help="plain CMUNeXt baseline without the LLM layer")
     llm.add_argument("--random-llm", action="store_true", help="a randomly initialised layer of the same shape")
+    llm.add_argument("--adapters-only", action="store_true",
+                     help="the booster's two Linear adapters at the LLM's width with no layer between (ablation)")
     p.add_argument("--faithful", action="store_true",
                    help="a new model in the reference code's architecture: bilinear upsampling, sin/cos positions, "
                         "causal attention, no calibration of the output projection")
@@ -143,7 +145,8 @@ def _new_model(args: argparse.Namespace, num_classes: int) -> Any:
     else:
         from ..llm import DEFAULT_LLM
 
-        llm, init = args.llm or DEFAULT_LLM, "random" if args.random_llm else "pretrained"
+        llm = args.llm or DEFAULT_LLM
+        init = "random" if args.random_llm else "none" if args.adapters_only else "pretrained"
     kind = ModelConfig.faithful if args.faithful else ModelConfig
     return build_model(kind(in_channels=args.channels, num_classes=num_classes, llm=llm, llm_init=init), seed=args.seed)
 
@@ -157,7 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .loop import fit
     from .state import load_state, state_path_for
 
-    if args.resume and (args.llm or args.no_llm or args.random_llm):
+    if args.resume and (args.llm or args.no_llm or args.random_llm or args.adapters_only):
         raise UsageError("--resume continues a run with its own model: drop --llm/--no-llm/--random-llm")
     out = Path(args.out) if args.out else (Path(args.resume) if args.resume else None)
     if out is None:
