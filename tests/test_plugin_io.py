@@ -38,11 +38,10 @@ def test_npe2_validate_passes() -> None:
     res = subprocess.run([_npe2_bin(), "validate", PLUGIN], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     manifest = npe2.PluginManifest.from_file(ROOT / "napari.yaml")
-    for cmd in manifest.contributions.commands:  # commands whose module exists must import
-        module = cmd.python_name.split(":")[0]
-        if importlib.util.find_spec(module) is not None:
-            obj = getattr(importlib.import_module(module), cmd.python_name.split(":")[1])
-            assert callable(obj), cmd.python_name
+    for cmd in manifest.contributions.commands:  # every command's module imports and holds a callable
+        module, attr = cmd.python_name.split(":")
+        assert importlib.util.find_spec(module) is not None, cmd.python_name
+        assert callable(getattr(importlib.import_module(module), attr)), cmd.python_name
 
 
 def test_napari_discovers_plugin_from_root_manifest() -> None:
