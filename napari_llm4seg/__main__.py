@@ -4,22 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ._reader import prefer_this_reader
+
 PLUGIN = "napari-llm4seg"
 SAMPLES = {"busi": "busi", "ct": "ircad17_ct", "none": None}
-
-
-def prefer_our_reader() -> None:
-    """Open NIfTI/DICOM with this plugin by default, unless the user already chose a reader."""
-    from napari.settings import get_settings
-
-    mapping = dict(get_settings().plugins.extension2reader)
-    changed = False
-    for pattern in ("*.nii", "*.nii.gz", "*.dcm"):
-        if pattern not in mapping:
-            mapping[pattern] = PLUGIN
-            changed = True
-    if changed:
-        get_settings().plugins.extension2reader = mapping
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import napari
 
-    prefer_our_reader()
+    prefer_this_reader()
     viewer = napari.Viewer(title="napari — LLM4Seg")
     if args.files:
         viewer.open(args.files, plugin=PLUGIN if all(f.endswith((".nii", ".nii.gz", ".dcm")) for f in args.files) else None)

@@ -13,6 +13,8 @@ import numpy as np
 
 from ._layers import class_features
 
+PLUGIN = "napari-llm4seg"
+
 LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | os.PathLike | list[str | os.PathLike]
 
@@ -32,6 +34,17 @@ def _accepts(path: Path) -> bool:
     if path.is_dir():
         return looks_like_dicom_folder(path)
     return path.is_file() and path.suffix.lower() == ".dcm"
+
+
+def prefer_this_reader() -> None:
+    """Open NIfTI/DICOM with this plugin by default (no reader dialog, and ``viewer.open(path)`` works without
+    ``plugin=``), unless the user already chose a reader for those files."""
+    from napari.settings import get_settings
+
+    mapping = dict(get_settings().plugins.extension2reader)
+    missing = {p: PLUGIN for p in ("*.nii", "*.nii.gz", "*.dcm") if p not in mapping}
+    if missing:
+        get_settings().plugins.extension2reader = {**mapping, **missing}
 
 
 def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | None:

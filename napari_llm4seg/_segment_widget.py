@@ -33,6 +33,7 @@ from ._layers import (
 )
 from ._segment_model import CheckpointMixin
 from ._segment_panels import SCOPE_RANGE, SCOPE_SLICE, InputPanel, ModelPanel, PostPanel, RunBar
+from ._reader import prefer_this_reader
 from ._session import Session
 from ._settings import WidgetSettings
 
@@ -81,6 +82,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         self._connect_viewer()
         self._restore()
         Session.of(self.viewer).segment = self  # the Fine-tune widget finds this one through the session
+        prefer_this_reader()  # NIfTI / DICOM open with this plugin, no dialog
 
     # --- construction ----------------------------------------------------------------------------------
     def _build(self) -> None:

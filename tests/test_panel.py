@@ -25,6 +25,21 @@ from napari_llm4seg._panel import FINETUNE, SEGMENT, LLM4SegPanel  # noqa: E402
 CONTROLS = (QAbstractButton, QComboBox, QAbstractSpinBox, QListWidget)
 
 
+def test_nifti_opens_without_a_reader_dialog_once_the_panel_is_there(make_napari_viewer, monkeypatch, tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    monkeypatch.setattr(_workers, "load_job", lambda name: small_model())
+    viewer = make_napari_viewer()
+    LLM4SegPanel(viewer)
+    path = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 3), np.int16) - 1000, np.diag([0.7, 0.7, 2.0, 1.0])), path)
+    # what drag-and-drop and File > Open do (plugin=None: the reader preference; no dialog when one is set).
+    # A bare viewer.open(path) means napari's built-in reader by napari's own default (plugin="napari").
+    [layer] = viewer.open(str(path), plugin=None)
+    assert layer.data.shape == (3, 8, 8) and "llm4seg" in layer.metadata
+
+
 def test_every_control_of_both_sections_is_reachable_at_1280x800(make_napari_viewer, monkeypatch, qtbot):
     model = small_model()
     monkeypatch.setattr(_workers, "load_job", lambda name: model)
