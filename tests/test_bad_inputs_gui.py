@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
+pytestmark = pytest.mark.gui  # a real viewer: needs a display (xvfb)
 
 import torch  # noqa: E402
 from napari.layers import Image, Labels  # noqa: E402

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from llm4seg.io import read_image
 from test_io import make_dicom_series
 
-pydicom = pytest.importorskip("pydicom")
 
 
 def _edit(folder: Path, change) -> None:

@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
-pytest.importorskip("pyqtgraph")
+pytestmark = pytest.mark.gui  # a real viewer: needs a display (xvfb)
 
 from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import QSettings, Qt  # noqa: E402

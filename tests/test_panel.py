@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
+pytestmark = pytest.mark.gui  # a real viewer: needs a display (xvfb)
 
 from qtpy.QtCore import QPoint, QRect  # noqa: E402
 from qtpy.QtWidgets import (  # noqa: E402

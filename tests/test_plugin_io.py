@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
+pytestmark = pytest.mark.gui  # napari plugin discovery, readers and writers in a real viewer
 import npe2  # noqa: E402
 
 from llm4seg.io import read_image  # noqa: E402

@@ -13,8 +13,6 @@ import weakref
 import numpy as np
 import pytest
 
-pytest.importorskip("napari")
-pytest.importorskip("pytestqt")
 
 import torch  # noqa: E402
 
@@ -27,6 +25,7 @@ from test_segment_widget import (  # noqa: E402,F401 - shared fixtures
     TIMEOUT, _isolated_settings, labels_layers, make_widget, run_and_wait,
 )
 
+pytestmark = pytest.mark.gui
 ROUNDS = 50
 MiB = 1024 * 1024
 
