@@ -53,8 +53,9 @@ def write_val_lists(source_names: list[str], chosen: list[Part], out: Path) -> N
     """``<out>.val.<part>.txt``: the validation item names of each 2D part, for ``llm4seg evaluate --list``
     (volumes are split by slice: no file)."""
     for part in chosen:
-        names = sorted({n.split("/", 1)[1] for n in source_names if n.startswith(part.label + "/")})
-        if len(names) > 1:
+        items = [n.split("/", 1)[1] for n in source_names if n.startswith(part.label + "/")]
+        names = sorted(set(items))
+        if names and len(names) == len(items):  # one item per source: 2D images (a volume's slices repeat it)
             out.parent.mkdir(parents=True, exist_ok=True)
             Path(f"{out.with_suffix('')}.val.{part.label}.txt").write_text("\n".join(names) + "\n")
 
