@@ -21,13 +21,15 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_busi_lesion_on_its_samples():
-    """Card: per-image Dice 0.785 (pooled 0.812) on these six images; the floor sits just below."""
+    """Measured: per-image Dice 0.881 on these six images, 0.935 on 'benign (100)' (the sample a new user sees
+    first); the floors sit just below."""
     model = models.load_model("busi-lesion", device="cpu")
     scores = []
     for path in sorted((SAMPLES / "busi" / "images").glob("*.png")):
         truth = read_image(SAMPLES / "busi" / "masks" / "0" / path.name).array > 0
         scores.append(dice(segment(read_image(path).array, model).labels == 1, truth))
-    assert len(scores) == 6 and np.mean(scores) > 0.75, scores
+    assert len(scores) == 6 and np.mean(scores) > 0.86, scores
+    assert scores[0] > 0.9, scores  # benign (100)
 
 
 def test_ct_liver_on_the_ct_sample():
