@@ -6,7 +6,9 @@ from typing import Any
 import numpy as np
 
 from llm4seg.device import is_oom
-from llm4seg.models import recommend
+from llm4seg.models import COLOUR_MODELS, recommend
+
+SPECIALISTS_RGB = {name for name, _ in COLOUR_MODELS if name != "generalist"}
 from llm4seg.preprocess import looks_like_ct
 
 OPEN_IMAGE = "open an image (File > Open, or File > Open Sample > LLM4Seg) and select it in the layer list"
@@ -72,6 +74,12 @@ def modality_hint(source: str, image: Any, card: Any, window: Any, rgb: bool = F
         return (f"LLM4Seg: {source!r} is a colour image, but the model {card.name!r} takes one gray channel, so "
                 f"colour is converted to gray. {other} on a few labelled images: fine-tuning on colour images "
                 "turns the model into an RGB one.")
+    if not rgb and image.dtype == np.uint8 and card.name in SPECIALISTS_RGB:
+        found = recommend(image)
+        named = " or ".join(f"'{name}' ({why.removeprefix('gray, ')})" for name, why in found)
+        return (f"LLM4Seg: {source!r} is a gray image, but {card.name!r} was trained on colour "
+                f"{dict(COLOUR_MODELS)[card.name]} images, so expect a poor mask."
+                + (f" For ultrasound choose {named} in the Model box." if named else ""))
     trained_on_ct = bool((card.preprocessing or {}).get("window"))
     if looks_like_ct(image) and not trained_on_ct and window is None:
         return (f"LLM4Seg: {source!r} looks like CT (Hounsfield units), but the model {card.name!r} was not trained "

@@ -78,4 +78,19 @@ def test_recommend_names_models_by_modality_never_unshipped_ones():
     ct = np.full((4, 32, 32), -1000, np.int16)
     ct[:, 8:24, 8:24] = 60
     assert models.recommend(ct) == [("ct-liver", "the image looks like CT in Hounsfield units")]
-    assert models.recommend(np.zeros((32, 32), np.uint8)) == []
+    gray = [name for name, _ in models.recommend(np.zeros((32, 32), np.uint8))]
+    assert gray == [n for n, _ in models.GRAY_MODELS if n in shipped] and "busi-lesion" in gray
+    assert models.recommend(np.zeros((32, 32), np.float32)) == []  # neither 8-bit nor CT: nothing to say
+
+
+def test_a_gray_image_on_a_colour_specialist_names_the_ultrasound_models():
+    from llm4seg.checkpoint import ModelCard
+    from llm4seg.preprocess import Preprocessing
+    from napari_llm4seg._segment_messages import modality_hint
+
+    card = ModelCard(name="polyp", classes=["background", "polyp"], preprocessing=Preprocessing(channels=3).to_dict())
+    text = modality_hint("us", np.zeros((32, 32), np.uint8), card, None)
+    assert "gray image" in text and "colour colonoscopy images" in text
+    assert "'busi-lesion' (breast-ultrasound lesions)" in text
+    generalist = ModelCard(name="generalist", classes=["background", "fg"], preprocessing=card.preprocessing)
+    assert modality_hint("us", np.zeros((32, 32), np.uint8), generalist, None) is None  # meant for anything

@@ -122,12 +122,14 @@ def modality(card: Any) -> str:
 
 #: Shipped models for colour images, most specific first: (name, the images it was trained on).
 COLOUR_MODELS = (("isic-lesion", "dermoscopy"), ("polyp", "colonoscopy"), ("generalist", "any other colour images"))
+#: Shipped models for 8-bit gray images (ultrasound), by what they were trained on.
+GRAY_MODELS = (("busi-lesion", "breast-ultrasound lesions"), ("thyroid", "the thyroid gland in ultrasound"))
 
 
 def recommend(image: Any, rgb: bool = False) -> list[tuple[str, str]]:
-    """Shipped models suited to ``image``, each with why, best first; empty when none is known to suit it
-    better than the default: CT in Hounsfield units → ``ct-liver``; colour → the RGB models by modality
-    (``isic-lesion`` for dermoscopy, ``polyp`` for colonoscopy, ``generalist`` otherwise)."""
+    """Shipped models suited to ``image``, each with why, best first: CT in Hounsfield units → ``ct-liver``;
+    colour → the RGB models by modality (``isic-lesion`` for dermoscopy, ``polyp`` for colonoscopy,
+    ``generalist`` otherwise); 8-bit gray → the ultrasound models (``busi-lesion``, ``thyroid``)."""
     from .preprocess import looks_like_ct
 
     names = {e.name for e in list_models()}
@@ -136,4 +138,6 @@ def recommend(image: Any, rgb: bool = False) -> list[tuple[str, str]]:
         return [("ct-liver", "the image looks like CT in Hounsfield units")]
     if rgb:
         return [(name, f"RGB, for {what}") for name, what in COLOUR_MODELS if name in names]
+    if arr is not None and arr.dtype == "uint8":
+        return [(name, f"gray, for {what}") for name, what in GRAY_MODELS if name in names]
     return []
