@@ -76,7 +76,7 @@ def modality_hint(source: str, image: Any, card: Any, window: Any, rgb: bool = F
                 "turns the model into an RGB one.")
     if not rgb and image.dtype == np.uint8 and card.name in SPECIALISTS_RGB:
         found = recommend(image)
-        named = " or ".join(f"'{name}' ({why.removeprefix('gray, ')})" for name, why in found)
+        named = " or ".join(f"'{name}' ({why.removeprefix('gray, for ')})" for name, why in found)
         return (f"LLM4Seg: {source!r} is a gray image, but {card.name!r} was trained on colour "
                 f"{dict(COLOUR_MODELS)[card.name]} images, so expect a poor mask."
                 + (f" For ultrasound choose {named} in the Model box." if named else ""))
