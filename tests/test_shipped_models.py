@@ -94,3 +94,11 @@ def test_a_gray_image_on_a_colour_specialist_names_the_ultrasound_models():
     assert "'busi-lesion' (breast-ultrasound lesions)" in text
     generalist = ModelCard(name="generalist", classes=["background", "fg"], preprocessing=card.preprocessing)
     assert modality_hint("us", np.zeros((32, 32), np.uint8), generalist, None) is None  # meant for anything
+
+
+def test_card_brief_gives_one_score_per_data_set():
+    from llm4seg.cardtext import card_brief
+
+    rows = dict(card_brief(models.load_model("polyp", device="cpu").card))
+    assert rows["input"] == "RGB, 128×128" and rows["classes"] == "polyp"
+    assert rows["scores"].count("(validation)") == 1 and "(colondb)" in rows["scores"]

@@ -47,8 +47,12 @@ def card_brief(card: Any) -> list[tuple[str, str]]:
     volume = bool(prep.get("window"))  # CT: Dice pooled over the volume's slices says more than a slice mean
     keys = [k for k, v in metrics.items() if _is_key_score(k, v)]
     keys.sort(key=lambda k: not k.startswith(("val", "heldout_own_val")))  # the model's own validation first
-    scores = [_score(k, metrics.get(f"{k}_pooled", metrics[k]) if volume else metrics[k], volume and
-                     f"{k}_pooled" in metrics) for k in keys]
+    scores: list[str] = []
+    for k in keys:
+        text = _score(k, metrics.get(f"{k}_pooled", metrics[k]) if volume else metrics[k],
+                      volume and f"{k}_pooled" in metrics)
+        if text.split("(")[1] not in {t.split("(")[1] for t in scores}:  # one score per data set
+            scores.append(text)
     if scores:
         rows.append(("scores", "; ".join(scores[:3])))
     return rows
