@@ -136,7 +136,9 @@ if [ "$which" = polyp ] || [ "$which" = all ]; then
     specialist polyp cvc_clinicdb polyp "colonoscopy polyp (RGB)" "colondb=$DATA/cvc_colondb"
 fi
 if [ "$which" = isic ] || [ "$which" = all ]; then
-    specialist isic-lesion isic lesion "dermoscopic skin lesion (RGB)"
+    # held out: the 439 validation-split images beyond the 100 kept for model selection (never trained on)
+    specialist isic-lesion isic lesion "dermoscopic skin lesion (RGB)" \
+        "isic_439=$DATA/isic:scripts/splits/isic-lesion.heldout.txt"
 fi
 if [ "$which" = thyroid ] || [ "$which" = all ]; then
     grep '^test_' "$DATA/tg3k/list.txt" > "$RUNS/tg3k_test.txt"
