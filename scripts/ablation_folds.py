@@ -74,7 +74,6 @@ def run_one(arm: str, fold: int, folds: list[list[str]], args: argparse.Namespac
     result = run_to_end(fit(model, train, None, config, CancelToken()), lambda e: None)
     seconds = time.perf_counter() - t0
     trained = result.model
-    trained.card = None
     scores = {}
     for src in sources:
         if src.name not in held:

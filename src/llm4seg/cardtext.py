@@ -47,12 +47,12 @@ def card_brief(card: Any) -> list[tuple[str, str]]:
     volume = bool(prep.get("window"))  # CT: Dice pooled over the volume's slices says more than a slice mean
     keys = [k for k, v in metrics.items() if _is_key_score(k, v)]
     keys.sort(key=lambda k: not k.startswith(("val", "heldout_own_val")))  # the model's own validation first
-    scores: list[str] = []
+    by_set: dict[str, str] = {}  # one score per data set, the first key found for it
     for k in keys:
-        text = _score(k, metrics.get(f"{k}_pooled", metrics[k]) if volume else metrics[k],
-                      volume and f"{k}_pooled" in metrics)
-        if text.split("(")[1] not in {t.split("(")[1] for t in scores}:  # one score per data set
-            scores.append(text)
+        pooled = volume and f"{k}_pooled" in metrics
+        where, text = _score(k, metrics[f"{k}_pooled"] if pooled else metrics[k], pooled)
+        by_set.setdefault(where, text)
+    scores = list(by_set.values())
     if scores:
         rows.append(("scores", "; ".join(scores[:3])))
     return rows
@@ -63,10 +63,11 @@ def _is_key_score(key: str, value: Any) -> bool:
         and "_pooled" not in key
 
 
-def _score(key: str, value: float, pooled: bool = False) -> str:
+def _score(key: str, value: float, pooled: bool = False) -> tuple[str, str]:
+    """(data set, "Dice 0.76 (data set)") for a ``*_dice`` metric key."""
     where = key.removesuffix("_dice").removeprefix("heldout_").removesuffix("_") or "held out"
     where = {"val": "validation", "own_val": "validation", "heldout": "held out"}.get(where, where.replace("_", " "))
-    return f"Dice {value:.2f} ({where}{', pooled' if pooled else ''})"
+    return where, f"Dice {value:.2f} ({where}{', pooled' if pooled else ''})"
 
 
 def _fmt(value: Any) -> str:

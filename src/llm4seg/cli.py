@@ -78,7 +78,7 @@ def _writable_folder(folder: Path) -> Path:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .events import Log, Progress
+    from .events import Log, Progress, run_to_end
     from .infer import image_layout
     from .io import read_image, write_labels
     from .jobs import segment_job
@@ -104,17 +104,14 @@ def cmd_segment(args: argparse.Namespace) -> int:
         job = segment_job(data.array, model, device=args.device, options=cleanup, window=window,
                           batch_size=args.batch_size, tta=args.tta)
         with _progress_bar(1, src.name, not args.json and sys.stderr.isatty()) as bar:
-            while True:
-                try:
-                    event = next(job)
-                except StopIteration as stop:
-                    outcome = stop.value
-                    break
+            def show(event: object) -> None:
                 if isinstance(event, Progress):
                     bar.total, bar.n = event.total, event.done
                     bar.refresh()
                 elif isinstance(event, Log) and event.level == "warning":
                     print(f"llm4seg: warning: {event.text}", file=sys.stderr)
+
+            outcome = run_to_end(job, show)
         result, labels = outcome.result, outcome.labels
         written = write_labels(dest, labels, like=data, overwrite=args.overwrite)
         counts = {name: int((labels == i).sum()) for i, name in enumerate(result.classes) if i > 0}
