@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from llm4seg.events import Log, Progress  # noqa: E402
+from llm4seg.events import Progress, run_to_end  # noqa: E402
 from llm4seg.preprocess import Preprocessing  # noqa: E402
 from llm4seg.train import TrainConfig, fit, from_arrays  # noqa: E402
 
@@ -62,15 +62,16 @@ def model_for(checkpoint: str | None):
 
 
 def timed_fit(model, train, val, cfg):
-    """(median step seconds over steps 2.., seconds before the first step, total seconds)."""
+    """(median step seconds over steps 2.., seconds until the first step began, total seconds)."""
     stamps, t0 = [], time.perf_counter()
-    first = None
-    for event in fit(model, train, val, cfg):
-        if isinstance(event, Progress) and event.message.startswith("step"):
+
+    def stamp(event) -> None:
+        if isinstance(event, Progress) and event.phase == "training":
             stamps.append(time.perf_counter())
-        if isinstance(event, Log) and event.text.startswith("cached") and first is None:
-            first = time.perf_counter() - t0
+
+    run_to_end(fit(model, train, val, cfg), stamp)
     total = time.perf_counter() - t0
+    first = stamps[0] - t0 - (stamps[1] - stamps[0] if len(stamps) > 1 else 0.0) if stamps else 0.0
     steps = np.diff(stamps)
     med = statistics.median(steps) if len(steps) else float("nan")
     return med, (first or 0.0), total

@@ -64,6 +64,11 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return (float(2 * inter / total), float(inter / union)) if total else (1.0, 1.0)
 
 
+def file_order(name: str) -> tuple[int, str]:
+    """Names as a file browser lists them (2 before 10): labelled pairs arrive in the order a user opens them."""
+    return len(name), name
+
+
 def _eval_2d(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
     by_shape: dict[tuple, list[int]] = {}
     for i, (image, _) in enumerate(items):
@@ -103,15 +108,16 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
     rows.append(dict(task=task.name, base=base, k=0, seed=0, dice=d, iou=u, train_s=0.0))
     for k in ks:
         for seed in seeds:
-            pairs = [TrainingPair(*task.load(n), name=n, rgb=task.rgb) for n in pick_items(task, k, seed)]
+            pairs = [TrainingPair(*task.load(n), name=n, rgb=task.rgb) for n in sorted(pick_items(task, k, seed), key=file_order)]
             plan = summarise(pairs, model.card.classes)
             t = time.perf_counter()
             outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch")))
             train_s = time.perf_counter() - t
             d, u = _eval_2d(outcome.model, evalset)
             rows.append(dict(task=task.name, base=base, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
-                             steps=outcome.result.steps, val_items=outcome.val_items))
-            print(f"  {task.name} {base} k={k} seed={seed}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)", flush=True)
+                             steps=outcome.result.steps, val_items=outcome.val_items, kept_start=outcome.kept_start))
+            print(f"  {task.name} {base} k={k} seed={seed}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)"
+                  f"{' start kept' if outcome.kept_start else ''}", flush=True)
             for alpha, m in blended(model, outcome.model, blends):
                 d, u = _eval_2d(m, evalset)
                 rows.append({**rows[-1], "base": f"{base} blend {alpha:g}", "dice": d, "iou": u})
@@ -146,9 +152,10 @@ def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
                 d, u = scores(pred[others] == 1, mask[others])
                 label = base if alpha == 1.0 else f"{base} blend {alpha:g}"
                 rows.append(dict(task=task.name, base=label, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
-                                 volume=name, slices=chosen, steps=outcome.result.steps, val_items=outcome.val_items))
-                print(f"  {task.name} {label} k={k} seed={seed} {name}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)",
-                      flush=True)
+                                 volume=name, slices=chosen, steps=outcome.result.steps, val_items=outcome.val_items,
+                                 kept_start=outcome.kept_start))
+                print(f"  {task.name} {label} k={k} seed={seed} {name}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)"
+                      f"{' start kept' if outcome.kept_start else ''}", flush=True)
     return rows
 
 

@@ -71,6 +71,8 @@ def outcome_text(outcome: FinetuneOutcome) -> tuple[str, str]:
             if outcome.val_items else "none held out")
     info = (f"{text} Trained on {outcome.train_items} of {n} slice(s), {held}; {kept} weights are kept. "
             "The Segment widget keeps its model until 'Use now'.")
+    if outcome.check is not None:
+        info += f" Checked first: {outcome.check.describe()}."
     return text, info
 
 

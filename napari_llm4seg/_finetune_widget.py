@@ -20,9 +20,10 @@ from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 
 from llm4seg.device import is_oom
 from llm4seg.events import CancelToken, Failed, Log, Metric, Progress
-from llm4seg.finetune import FinetuneOutcome, PairPlan, TrainingPair, summarise
+from llm4seg.finetune import PRESET_NAMES, FinetuneOutcome, PairPlan, TrainingPair, summarise
 from llm4seg.models import DEFAULT_NAME
 from llm4seg.train import NothingToLearn
+from llm4seg.train.config import TRAIN_PARTS
 
 from . import _workers
 from ._finetune_job import default_classes, finetune_job, outcome_text, snapshot_labels
@@ -98,7 +99,8 @@ class FineTuneWidget(QWidget):
             lambda *_: self.settings.set("slices", self.pairs_panel.mode.currentData()))
         for signal in (self.options.preset.currentIndexChanged, self.options.steps.valueChanged,
                        self.options.lr.valueChanged, self.options.part.currentIndexChanged,
-                       self.options.augment.toggled, self.options.val.currentIndexChanged):
+                       self.options.augment.toggled, self.options.check.toggled,
+                       self.options.val.currentIndexChanged):
             signal.connect(self._store_options)
         self._update_buttons()
 
@@ -106,7 +108,7 @@ class FineTuneWidget(QWidget):
         s, o = self.settings, self.options
         defaults = o.values()
         values = {k: s.get(f"options/{k}", v) for k, v in defaults.items()}
-        if values["preset"] not in ("quick", "thorough") or values["part"] not in ("decoder", "all"):
+        if values["preset"] not in PRESET_NAMES or values["part"] not in TRAIN_PARTS:
             values = defaults
         o.set_values(values)
         mode = self.pairs_panel.mode
@@ -129,7 +131,7 @@ class FineTuneWidget(QWidget):
         panel = self.pairs_panel
         pair = pair_to_rank(panel.pairs(), panel.training_pairs(), self.viewer.layers.selection.active)
         model, _, seg = self.base_model()
-        return pair if isinstance(pair, str) else (model, pair, seg.input_panel.window_value() if seg else None)
+        return pair if isinstance(pair, str) else (model, pair, seg.ct_window if seg else None)
 
     def _classes(self, model: Any) -> list[str] | None:
         if model is not None:
@@ -199,11 +201,11 @@ class FineTuneWidget(QWidget):
         pairs = [TrainingPair(p.image, snapshot_labels(p.labels), p.name, p.rgb) for p in plan.pairs]
         config = self.options.config()
         # train where the Segment widget runs (auto: CUDA > MPS > CPU), on the CPU when that is unavailable
-        device, note = _workers.pick_device(seg.model_panel.device.currentText() if seg is not None else "auto")
+        device, note = _workers.pick_device(seg.device_choice if seg is not None else "auto")
         if note:
             show_warning(f"LLM4Seg fine-tune: {note}")
         config = config.replace(device=str(device))
-        window = seg.input_panel.window_value() if seg is not None else None
+        window = seg.ct_window if seg is not None else None
         self._run = run = _Run(total=config.steps or 0)
         self.plot.clear()
         self.plot.set_total(run.total)
@@ -238,8 +240,9 @@ class FineTuneWidget(QWidget):
         if isinstance(event, Metric):
             self.plot.add(event.name, event.step, event.value)
         elif isinstance(event, Progress):
-            if event.phase == "caching":
-                self.bar.set_progress(event.done, event.total, "caching features %v / %m")
+            if event.phase in ("caching", "checking"):
+                self.bar.set_progress(event.done, event.total, f"{event.phase} %v / %m")
+                self.bar.set_status(event.message)
                 return
             self.bar.set_progress(event.done, event.total)
             now = time.perf_counter()
@@ -263,6 +266,13 @@ class FineTuneWidget(QWidget):
     def _on_done(self, outcome: FinetuneOutcome | None) -> None:
         run = self._run
         failed = run.failed if run is not None else ""
+        if outcome is not None and outcome.kept_start:  # nothing new to offer: the start is what was in use
+            self.outcome, self.saved_path = outcome, None
+            text = (f"Kept the model you started from: {outcome.check.describe()}. Label more (or more varied) "
+                    "images, or try the thorough preset; untick Check to fine-tune anyway.")
+            self.result_panel.info.setText(text)
+            self.bar.set_status(text)
+            return
         if outcome is None or outcome.result.steps == 0:
             if failed:
                 show_error(f"LLM4Seg fine-tune: {failed}")
@@ -305,7 +315,7 @@ class FineTuneWidget(QWidget):
 
     def use_now(self) -> bool:
         """Hand the fine-tuned weights to the Segment widget (docking one if needed)."""
-        if self.outcome is None or self._job is not None:
+        if not self._offers() or self._job is not None:
             return False
         seg = find_segment_widget(self.viewer)
         if seg is None:
@@ -333,7 +343,7 @@ class FineTuneWidget(QWidget):
 
     def save_as(self, path: str | None = None) -> bool:
         """Ask for a file and write the fine-tuned checkpoint (atomically, in a worker thread)."""
-        if self.outcome is None or self.busy:
+        if not self._offers() or self.busy:
             return False
         if path is None:
             start = Path(self.settings.get("last_dir", str(Path.home()))) / f"{self.outcome.model.card.name}.safetensors"
@@ -374,9 +384,13 @@ class FineTuneWidget(QWidget):
         self.cancel_button.setEnabled(training)
         self.pairs_panel.setEnabled(not training)
         self.options.setEnabled(not training)
-        has = self.outcome is not None and not self.busy
+        has = self._offers() and not self.busy
         self.use_button.setEnabled(has)
         self.save_button.setEnabled(has)
+
+    def _offers(self) -> bool:
+        """New weights to use or save: a run made steps and the check did not keep the start."""
+        return self.outcome is not None and not self.outcome.kept_start
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         """Stop a running job and detach from the viewer."""

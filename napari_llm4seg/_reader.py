@@ -27,7 +27,7 @@ def _is_nifti(path: Path) -> bool:
 
 
 def _accepts(path: Path) -> bool:
-    from llm4seg._io_dicom import looks_like_dicom_folder
+    from llm4seg.io import looks_like_dicom_folder
 
     if _is_nifti(path):
         return path.is_file()

@@ -7,15 +7,19 @@ import numpy as np
 
 from llm4seg.device import is_oom
 from llm4seg.models import COLOUR_MODELS, recommend
+from llm4seg.oom import OutOfMemory
+from llm4seg.preprocess import looks_like_ct
 
 SPECIALISTS_RGB = {name for name, _ in COLOUR_MODELS if name != "generalist"}
-from llm4seg.preprocess import looks_like_ct
 
 OPEN_IMAGE = "open an image (File > Open, or File > Open Sample > LLM4Seg) and select it in the layer list"
 
 
 def describe(exc: BaseException) -> str:
-    """'RuntimeError: message' (without a trailing full stop), or just the type for an empty message."""
+    """'RuntimeError: message' (without a trailing full stop), or just the type for an empty message; for
+    memory that ran out even one slice at a time on the CPU, what happened (the advice follows separately)."""
+    if isinstance(exc, OutOfMemory):
+        return str(exc).split(":")[0]
     text = str(exc).strip().rstrip(".")
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -156,6 +156,16 @@ class SegmentWidget(CheckpointMixin, QWidget):
 
     # --- running -----------------------------------------------------------------------------------------
     @property
+    def device_choice(self) -> str:
+        """The device chosen in the Model section ("auto", "cpu", "cuda:0", ...): fine-tuning trains there too."""
+        return self.model_panel.device.currentText()
+
+    @property
+    def ct_window(self) -> tuple[float, float] | None:
+        """The CT window (level, width) chosen in the Input section, or None (the model's own)."""
+        return self.input_panel.window_value()
+
+    @property
     def busy(self) -> bool:
         """True while a checkpoint loads or a segmentation / preview runs."""
         return self._loading is not None or self._job is not None or self._preview_job is not None

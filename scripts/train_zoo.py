@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from llm4seg.events import CancelToken, Done, Cancelled, Failed, Log, Metric, Progress
+from llm4seg.events import CancelToken, Failed, Log, Metric, Progress, run_to_end
 from llm4seg.preprocess import WINDOWS, Preprocessing
 from llm4seg.train.config import TrainConfig
 from llm4seg.train.loop import fit
@@ -115,19 +115,20 @@ def main() -> int:
                          seed=args.seed, device="cpu", num_threads=args.threads, val_every=args.val_every)
     provenance = {"data": " + ".join(p.label for p in chosen), "per_dataset": args.per_dataset,
                   "classes": ["foreground"], "init": str(args.init) if args.init else None}
-    result = None
-    for event in fit(model, train, val, config, CancelToken(), out=args.out, resume=state, provenance=provenance):
+    def show(event) -> None:
         if isinstance(event, Log):
             print(event.text, flush=True)
         elif isinstance(event, Metric) and event.name.startswith("val"):
             print(f"step {event.step}: {event.name} {event.value:.4f}", flush=True)
         elif isinstance(event, Progress) and event.done % 50 == 0:
             print(f"{event.done}/{event.total} {event.message} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        elif isinstance(event, (Done, Cancelled)):
-            result = event.result
         elif isinstance(event, Failed):
             print("FAILED:", event.reason, flush=True)
-            return 1
+
+    result = run_to_end(fit(model, train, val, config, CancelToken(), out=args.out, resume=state,
+                            provenance=provenance), show)
+    if result.status == "failed":
+        return 1
     if result is not None:
         print(json.dumps({"status": result.status, "steps": result.steps, "best_step": result.best_step,
                           "seconds": round(result.seconds, 1), **{k: v for k, v in result.metrics.items()

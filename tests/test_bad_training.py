@@ -14,14 +14,14 @@ import torch
 
 from _factories import TINY, TINY_LLAMA, disk_image, one_thread, tiny_model  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
-from llm4seg.events import CancelToken, Cancelled, Done, Failed, Log, Progress, run_to_end
+from llm4seg.events import CancelToken, Cancelled, Failed, Log, Progress, run_to_end
 from llm4seg.finetune import NO_VALIDATION, TrainingPair, finetune, preset_config, summarise
 from llm4seg.model import ModelConfig, build_model
 from llm4seg.preprocess import Preprocessing
 from llm4seg.train import NothingToLearn, SliceSet, TrainConfig, fit, from_arrays
 from llm4seg.train import features, loop
 from llm4seg.train.loop import NO_VALIDATION_SET
-from llm4seg.train.oom import OomBackoff, OutOfMemory, is_oom
+from llm4seg.oom import OomBackoff, OutOfMemory, is_oom
 from llm4seg.train.steps import epoch_number
 
 CLASSES = ["background", "lesion"]
@@ -76,7 +76,7 @@ def oom_after(model, failures: int, sizes: list[int]) -> None:
 @pytest.fixture
 def on_a_gpu(monkeypatch):
     """Training believes it started on a GPU (this machine has none), so the CPU fallback is visible."""
-    monkeypatch.setattr(loop, "OomBackoff", lambda batch, device: OomBackoff(batch, torch.device("cuda", 0)))
+    monkeypatch.setattr(loop, "OomBackoff", lambda batch, device, **kw: OomBackoff(batch, torch.device("cuda", 0), **kw))
 
 
 def test_no_labels_is_refused():
@@ -129,7 +129,7 @@ def test_single_pair_trains_without_validation_and_says_so(tmp_path):
     data = slices(1)
     result, events = collect(fit(carded(), data, data.subset([]), TrainConfig(steps=2, batch_size=2),
                                  out=tmp_path / "one.safetensors"))
-    assert warnings(events) == [NO_VALIDATION_SET] and isinstance(events[-1], Done)
+    assert warnings(events) == [NO_VALIDATION_SET] and result.status == "done"
     assert result.steps == 2 and result.checkpoint is not None and result.checkpoint.is_file()
 
 
@@ -159,9 +159,9 @@ def test_out_of_memory_halves_the_batch_then_falls_back_to_the_cpu(on_a_gpu):
     result, events = collect(fit(model, slices(), None, TrainConfig(steps=3, batch_size=4)))
     told = warnings(events)
     assert "micro-batches of 2" in told[1] and "micro-batches of 1" in told[2] and "batch stays 4" in told[2]
-    assert told[3] == ("out of memory on cuda:0 even one sample at a time: falling back to the CPU (slower) "
+    assert told[3] == ("out of memory on cuda:0 even one item at a time: falling back to the CPU (slower) "
                        "with batch 4")
-    assert isinstance(events[-1], Done) and result.steps == 3
+    assert result.status == "done" and result.steps == 3
     assert sizes == [4, 2, 1, 4, 4, 4]  # the step retried smaller, then every step at the full batch on the CPU
     after = model.frozen_layer_state()
     assert all(torch.equal(layer[k], after[k]) for k in layer)  # the LLM layer stays bit-identical
@@ -180,7 +180,7 @@ def test_out_of_memory_everywhere_fails_with_a_message_and_keeps_the_weights(on_
     oom_after(model, 10**6, [])
     result, events = collect(fit(model, slices(), None, TrainConfig(steps=3, batch_size=2)))
     assert isinstance(events[-1], Failed) and result.status == "failed" and result.steps == 0
-    assert events[-1].reason.startswith("out of memory on cpu even one sample at a time: train at a smaller input")
+    assert events[-1].reason.startswith("out of memory on cpu even one item at a time (training): train at a smaller input")
     assert same(model, before)
 
 
@@ -198,13 +198,15 @@ def test_out_of_memory_while_caching_features_backs_off_then_uses_the_cpu(monkey
 
     model, data = carded(), slices(5)
     expected = run_to_end(features.build_feature_cache(model, data, versions=2, batch_size=4), lambda e: None)
-    monkeypatch.setattr(features, "OomBackoff", lambda batch, device: OomBackoff(batch, torch.device("cuda", 0)))
+    monkeypatch.setattr(features, "OomBackoff",
+                        lambda batch, device, **kw: OomBackoff(batch, torch.device("cuda", 0), **kw))
     monkeypatch.setattr(features, "_encode", flaky)
     events: list = []
     cache = run_to_end(features.build_feature_cache(model, data, versions=2, batch_size=4), events.append)
     assert calls == [(4, "cuda"), (2, "cuda"), (1, "cuda"), (4, "cpu"), (4, "cpu"), (2, "cpu")]
     assert [t.split(":")[0] for t in warnings(events)] == ["out of memory on cuda"] * 3
-    assert "caching the rest on the CPU (slower), 4 at a time" in warnings(events)[-1]
+    assert "falling back to the CPU (slower) with batch 4" in warnings(events)[-1]
+    assert "caching features 2 item(s) at a time" in warnings(events)[0]
     assert torch.equal(cache.bottleneck, expected.bottleneck) and torch.equal(cache.labels, expected.labels)
     assert events[-1].done == events[-1].total == 10  # progress reached every item × version
 
@@ -219,7 +221,7 @@ def test_out_of_memory_while_caching_on_the_cpu_fails_the_run_cleanly(monkeypatc
     cfg = TrainConfig(steps=2, batch_size=2, train="decoder", cache_features=True)
     result, events = collect(fit(model, slices(), None, cfg))
     assert isinstance(events[-1], Failed) and result.status == "failed" and result.steps == 0
-    assert events[-1].reason.startswith("out of memory on cpu while caching features even one item at a time")
+    assert events[-1].reason.startswith("out of memory on cpu even one item at a time (caching)")
     assert "the weights are unchanged" in events[-1].reason and same(model, before)
 
 
@@ -234,6 +236,10 @@ def test_oom_policy():
     assert cpu.on_oom() == (1, torch.device("cpu")) and "micro-batches of 1" in cpu.message
     with pytest.raises(OutOfMemory):
         cpu.on_oom()
+    seg = OomBackoff(2, "cuda:0", task="segmenting")
+    assert seg.on_oom()[0] == 1 and seg.message == "out of memory on cuda:0: segmenting 1 slice(s) at a time"
+    with pytest.raises(ValueError, match="task"):
+        OomBackoff(2, "cpu", task="dreaming")
     assert is_oom(torch.cuda.OutOfMemoryError("CUDA out of memory")) and is_oom(MemoryError())
     assert is_oom(RuntimeError("MPS backend out of memory")) and not is_oom(RuntimeError("shape mismatch"))
 
@@ -312,9 +318,9 @@ def test_widget_out_of_memory_warns_then_fails_cleanly(widgets, qtbot, on_a_gpu)
     assert ft.run()
     qtbot.waitUntil(lambda: not ft.busy, timeout=60_000)
     said = notes()
-    assert ("warning", "LLM4Seg fine-tune: out of memory on cuda:0 even one sample at a time: falling back to the "
+    assert ("warning", "LLM4Seg fine-tune: out of memory on cuda:0 even one item at a time: falling back to the "
                        "CPU (slower) with batch 4.") in said
-    assert said[-1][0] == "error" and "out of memory on cpu even one sample at a time" in said[-1][1]
+    assert said[-1][0] == "error" and "out of memory on cpu even one item at a time" in said[-1][1]
     assert "use the quick preset" in ft.bar.status.text() and ft.outcome is None
     assert ft.run_button.isEnabled() and not ft.cancel_button.isEnabled() and ft.options.isEnabled()
     assert untouched(layers, before) and seg.model is model and same(model, weights)

@@ -11,7 +11,8 @@ from napari.utils.notifications import notification_manager  # noqa: E402
 from qtpy.QtCore import QSettings, Qt  # noqa: E402
 from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QFileDialog, QListWidget  # noqa: E402
 
-from _factories import disk_image, tiny_model  # noqa: E402
+from _factories import disk_image, tiny_model, trained_tiny  # noqa: E402
+from llm4seg.finetune import TrainingPair  # noqa: E402
 from _widget_models import ct_volume  # noqa: E402
 from llm4seg.checkpoint import ModelCard, load_checkpoint, read_card  # noqa: E402
 from llm4seg.preprocess import Preprocessing  # noqa: E402
@@ -210,6 +211,32 @@ def test_single_pair_says_no_validation_and_trains(make_widgets, qtbot, notes):
     assert any("fewer than 50 labelled" in msg for _, msg in notes())
     assert ft.outcome.result.status == "done" and ft.outcome.val_items == 0
     assert len(ft.plot.points["loss"][0]) == 3 and not ft.plot.points["val_dice"][0]
+
+
+def test_check_keeps_a_start_that_segments_better_and_says_so(make_widgets, qtbot, notes):
+    """Quick's check: the start already finds the disks and half the labels are off the object, so copies
+    fine-tuned on half the pairs do worse on the other half; the start stays and no new weights are offered."""
+    start = trained_tiny([TrainingPair(*disk_image(48, 48, seed=i), name=f"d{i}") for i in range(8)])
+    viewer, seg, ft = make_widgets(start)
+    for i, layer in enumerate(add_pairs(viewer, 4)):
+        if i >= 2:  # the second fold
+            layer.data = np.roll(layer.data, 12, axis=1)
+    set_steps(ft, 60, preset="quick")
+    ft.options.lr.setValue(1e-2)
+    assert ft.options.check.isChecked() and ft.options.config().crosscheck == 2  # on for quick
+    train(qtbot, ft)
+    outcome = ft.outcome
+    assert outcome is not None and outcome.kept_start and outcome.result.steps == 0
+    status = ft.bar.status.text()
+    assert status.startswith("Kept the model you started from: 2-fold check on your 4 labelled item(s)")
+    assert ft.result_panel.info.text() == status and not ft.use_button.isEnabled()
+    assert any(sev == "warning" and "the model you started from is kept" in msg for sev, msg in notes())
+    assert seg.model is start
+
+    ft.options.check.setChecked(False)  # unticked: fine-tunes anyway
+    assert ft.options.config().crosscheck == 0
+    train(qtbot, ft)
+    assert ft.outcome.check is None and ft.outcome.result.steps == 60 and ft.use_button.isEnabled()
 
 
 def test_without_segment_widget_uses_default_and_docks_one(make_widgets, qtbot):

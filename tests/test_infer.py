@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from _factories import disk_image, tiny_model
-from llm4seg.events import CancelToken, Cancelled, Done, JobCancelled, Progress
+from llm4seg.events import CancelToken, Cancelled, JobCancelled, Progress, run_to_end
 from llm4seg.infer import image_layout, iter_segment, segment
 
 
@@ -46,15 +46,17 @@ def test_z_range_only_fills_those_slices(model):
 
 def test_progress_and_cancel(model):
     vol = np.zeros((10, 32, 32), np.uint8)
-    events = list(iter_segment(vol, model, batch_size=3))
+    events: list = []
+    result = run_to_end(iter_segment(vol, model, batch_size=3), events.append)
     progress = [e for e in events if isinstance(e, Progress)]
-    assert progress[-1].done == progress[-1].total == 10 and isinstance(events[-1], Done)
+    assert progress[-1].done == progress[-1].total == 10 and events[-1] is progress[-1]  # the result comes once:
+    assert result.labels.shape == vol.shape                                               # as the return value
     token = CancelToken()
     gen = iter_segment(vol, model, batch_size=3, cancel=token)
     next(gen)
     token.cancel()
-    rest = list(gen)
-    assert isinstance(rest[-1], Cancelled) and not any(isinstance(e, Done) for e in rest)
+    rest: list = []
+    assert run_to_end(gen, rest.append) is None and isinstance(rest[-1], Cancelled)
     with pytest.raises(JobCancelled):
         segment(vol, model, cancel=lambda: True)
 

@@ -46,15 +46,43 @@ def test_unavailable_device_falls_back_to_cpu(monkeypatch):
 
 
 def test_out_of_memory_retries_on_cpu(monkeypatch):
+    """The one out-of-memory policy (llm4seg.oom) inside the segmentation: at one slice per batch on the GPU,
+    the run moves to the CPU and goes on; the widget and CLI see a warning with topic "fallback"."""
+    import llm4seg.infer
     import llm4seg.jobs
+    from llm4seg.oom import OomBackoff
 
     monkeypatch.setattr(llm4seg.jobs, "pick_device", lambda requested: (torch.device("cuda:0"), None))
+    monkeypatch.setattr(llm4seg.infer, "OomBackoff", lambda batch, device, **kw: OomBackoff(batch, "cuda:0", **kw))
     model = _OOMOnce()
     img, mask = disk()
     events, outcome = _drive(_workers.segment_job(img, model, device="cuda:0", batch_size=1))
-    assert model.devices == ["cuda:0", "cpu"] and outcome.device == "cpu"
-    assert any(isinstance(e, Log) and "out of memory" in e.text and e.topic == "fallback" for e in events)
-    assert np.array_equal(outcome.labels, mask)
+    assert model.devices == ["cuda:0", "cpu"]
+    said = [e for e in events if isinstance(e, Log)]
+    assert [e.topic for e in said] == ["fallback"] and "falling back to the CPU" in said[0].text
+    assert outcome.notes == [said[0].text] and np.array_equal(outcome.labels, mask)
+
+
+def test_out_of_memory_halves_the_batch_first(monkeypatch):
+    import llm4seg.infer
+    from llm4seg.oom import OomBackoff
+
+    sizes: list[int] = []
+
+    class Tight(ThresholdModel):
+        def forward(self, x):
+            sizes.append(len(x))
+            if len(x) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            return super().forward(x)
+
+    monkeypatch.setattr(llm4seg.infer, "OomBackoff", lambda batch, device, **kw: OomBackoff(batch, "cuda:0", **kw))
+    vol = np.stack([disk()[0]] * 6)
+    events, outcome = _drive(_workers.segment_job(vol, Tight(), device="cpu", volume=True, batch_size=8))
+    assert sizes == [6, 4, 2, 2, 2] and outcome.device == "cpu"
+    said = [e for e in events if isinstance(e, Log)]
+    assert [e.topic for e in said] == ["memory", "memory"] and "2 slice(s) at a time" in said[-1].text
+    assert np.array_equal(outcome.labels, np.stack([disk()[1]] * 6))
 
 
 def test_cancel_and_postprocessing_of_a_z_range():

@@ -1,21 +1,23 @@
 """Typed events yielded by long jobs (segmentation, training) and a cooperative cancel token.
 
-Long jobs are generators: they ``yield`` events and ``return`` their result. The CLI renders
-the events, the GUI forwards them from a worker thread, tests iterate them directly.
+Long jobs are generators: they ``yield`` events and ``return`` their result (the result arrives only as the
+return value). Two drivers run them: :func:`run_to_end` runs a job to its end, passing each event to a
+callback (the CLI renders them, the GUI's worker thread forwards them, tests collect them); :func:`relay` runs
+a job inside another one, passing on the events the outer job wants.
 """
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Generator, TypeVar
+from typing import Any, Callable, Generator, TypeVar
 
 T = TypeVar("T")
 
 
 #: ``Progress.phase`` values: what the units are.
-PHASES = ("", "caching", "training", "segmenting", "evaluating")
+PHASES = ("", "caching", "checking", "training", "segmenting", "evaluating")
 #: ``Log.topic`` values a GUI may act on (the text is for people, the topic for code).
-TOPICS = ("", "fallback", "no-validation", "memory")
+TOPICS = ("", "fallback", "no-validation", "memory", "kept-start")
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class Log:
     """A line of text for the user; ``level`` "warning" when the job changed course or lost something
     (e.g. no validation set, a smaller batch or the CPU after running out of memory): GUIs notify those.
     ``topic`` (see TOPICS) names what happened, for code: "fallback" (another device than asked),
-    "no-validation" (nothing held out), "memory" (smaller batches after running out of memory)."""
+    "no-validation" (nothing held out), "memory" (smaller batches after running out of memory), "kept-start" (fine-tuning kept the starting weights
+    because they segmented held-out labelled items better)."""
 
     text: str
     level: str = "info"
@@ -50,17 +53,8 @@ class Log:
 
 
 @dataclass(frozen=True)
-class Done:
-    """The job finished; ``result`` is what it produced."""
-
-    result: Any = None
-
-
-@dataclass(frozen=True)
 class Cancelled:
-    """The job stopped on request; ``result`` holds what stays valid (e.g. last good weights)."""
-
-    result: Any = None
+    """The job stopped on request; what stays valid (e.g. the last good weights) is its return value."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +64,7 @@ class Failed:
     reason: str
 
 
-Event = Progress | Metric | Log | Done | Cancelled | Failed
+Event = Progress | Metric | Log | Cancelled | Failed
 
 
 @dataclass
@@ -107,7 +101,7 @@ def is_cancelled(cancel: Any) -> bool:
     return bool(cancel)
 
 
-def run_to_end(gen: Generator[Any, None, T], on_event=None) -> T:
+def run_to_end(gen: Generator[Any, None, T], on_event: Callable[[Any], Any] | None = None) -> T:
     """Drive a job generator to completion, passing each event to ``on_event``; return its result."""
     while True:
         try:
@@ -116,3 +110,20 @@ def run_to_end(gen: Generator[Any, None, T], on_event=None) -> T:
             return stop.value
         if on_event is not None:
             on_event(event)
+
+
+def relay(gen: Generator[Any, None, T], keep: Callable[[Any], bool] | None = None,
+          transform: Callable[[Any], Any] | None = None) -> Generator[Any, None, T]:
+    """Run the job ``gen`` inside another job: yield the events ``keep`` accepts (all when None), as
+    ``transform`` makes them (unchanged when None), and return ``gen``'s result. Closing the outer job closes
+    ``gen``."""
+    try:
+        while True:
+            try:
+                event = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            if keep is None or keep(event):
+                yield event if transform is None else transform(event)
+    finally:
+        gen.close()

@@ -22,7 +22,8 @@ import torch
 
 from .adapt import blend_weights, expand_to_rgb, recalibrate_batchnorm
 from .checkpoint import ModelCard
-from .events import Log, is_cancelled
+from .crosscheck import CheckResult, cross_check
+from .events import Log, is_cancelled, relay
 from .preprocess import WINDOWS, Preprocessing, looks_like_ct
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
 
@@ -182,10 +183,16 @@ class FinetuneOutcome:
     val_items: int
     pixels: dict[str, int]
     config: TrainConfig
+    check: CheckResult | None = None
 
     @property
     def model(self) -> torch.nn.Module:
         return self.result.model
+
+    @property
+    def kept_start(self) -> bool:
+        """The check on the labelled items (``TrainConfig.crosscheck``) kept the starting weights."""
+        return self.check is not None and self.check.keep_start
 
 
 def _slice_set(plan: PairPlan, prep: Preprocessing, cancel: Any = None, spread: int = 0) -> SliceSet:
@@ -272,29 +279,42 @@ def finetune(
     said = val_set is None and val_fraction is None
     if said:
         yield Log(NO_VALIDATION, "warning" if len(data) < 2 else "info", topic="no-validation")
+    check = None
+    if config.crosscheck:
+        check = yield from _check_start(trained, train_set, config, cancel)
+        if is_cancelled(cancel):
+            return None
+        if check is not None and check.keep_start:
+            kept = TrainResult(model=trained, status="done", steps=0, total_steps=0, best_step=None, metrics={},
+                               reason=check.describe())
+            return FinetuneOutcome(kept, base_card, len(plan.pairs), plan.n_slices, len(train_set), 0,
+                                   dict(plan.pixels), config, check)
     start = copy.deepcopy(trained) if config.blend < 1.0 else None
     events = fit(trained, train_set, val_set, config, cancel)
-    result = yield from _events(events, skip_no_validation=said)
+    result = yield from relay(events, keep=lambda e: not (said and isinstance(e, Log) and e.topic == "no-validation"))
     if start is not None and result is not None and result.model is not None:
         blend_weights(start, result.model, config.blend)
         yield Log(f"weights blended: {config.blend:g} of the way from the start to the trained ones")
     return FinetuneOutcome(result, base_card, len(plan.pairs), plan.n_slices, len(train_set),
-                           len(val_set) if val_set is not None else 0, dict(plan.pixels), config)
+                           len(val_set) if val_set is not None else 0, dict(plan.pixels), config, check)
 
 
-def _events(gen: Generator[Any, None, Any], skip_no_validation: bool) -> Generator[Any, None, Any]:
-    """``gen``'s events and result, without the loop's own "no validation" line when it was said more
-    precisely already."""
-    try:
-        while True:
-            try:
-                event = next(gen)
-            except StopIteration as stop:
-                return stop.value
-            if not (skip_no_validation and isinstance(event, Log) and event.topic == "no-validation"):
-                yield event
-    finally:
-        gen.close()
+def _check_start(model: torch.nn.Module, data: SliceSet, config: TrainConfig,
+                 cancel: Any) -> Generator[Any, None, CheckResult | None]:
+    """:func:`llm4seg.crosscheck.cross_check` with its outcome said in a log line."""
+    check = yield from cross_check(model, data, config, config.crosscheck, cancel)
+    if check is None:
+        if not is_cancelled(cancel):
+            yield Log(f"fewer than {config.crosscheck} labelled items: fine-tuning without checking it against the "
+                      "start")
+        return None
+    if check.keep_start:
+        yield Log(f"{check.describe()}: fine-tuning made held-out items worse, so the model you started from is "
+                  "kept. Label more (or more varied) images, or try the thorough preset", "warning",
+                  topic="kept-start")
+    else:
+        yield Log(f"{check.describe()}: fine-tuning on all of them")
+    return check
 
 
 def finetuned_card(outcome: FinetuneOutcome, base: str = "", name: str | None = None) -> ModelCard:

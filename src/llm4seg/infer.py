@@ -1,7 +1,9 @@
 """Segmentation of 2D images and 3D volumes: batched slices, one code path for CLI, GUI and tests.
 
-``iter_segment`` is a generator: it yields ``Progress`` after each batch of slices, then ``Done(result)``
-(or ``Cancelled()`` when the cancel token is set; checked between batches) and returns the result.
+``iter_segment`` is a generator: it yields ``Progress`` after each batch of slices and returns the result
+(or yields ``Cancelled()`` and returns None when the cancel token is set; checked between batches). Out of
+memory, it follows :class:`llm4seg.oom.OomBackoff` (half the batch, down to one slice, then the CPU, where the
+model stays), a warning ``Log`` at each change (topic "memory", or "fallback" when it moves to the CPU).
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ from typing import Any, Generator
 import numpy as np
 import torch
 
-from .device import resolve_device
-from .events import Cancelled, Done, JobCancelled, Progress, is_cancelled, run_to_end
+from .device import is_oom, resolve_device
+from .events import Cancelled, JobCancelled, Log, Progress, is_cancelled, relay, run_to_end
 from .fastpath import fast_model
 from .largeimage import block_mean, reduce_factor, upsample_into
+from .oom import OomBackoff
 from .preprocess import (
     Preprocessing, from_model_output, intensity_range, logits_to_labels, logits_to_probs, model_hw, to_model_input,
 )
@@ -101,7 +104,7 @@ def iter_segment(
     return_probs: bool = False,
     fast: bool = True,
     tta: str | None = None,
-) -> Generator[Progress | Done | Cancelled, None, SegmentationResult | None]:
+) -> Generator[Progress | Log | Cancelled, None, SegmentationResult | None]:
     """Segment ``image`` with ``model``; see the module docstring for the event protocol.
 
     ``z_range`` (start, stop) limits a volume to those slices (the rest stays 0). ``window`` overrides the
@@ -121,19 +124,8 @@ def iter_segment(
         lo, hi = intensity_range(image, prep, window)
         inner = iter_segment(block_mean(image, f), model, cancel=cancel, batch_size=batch_size, prep=prep,
                              window=((lo + hi) / 2.0, hi - lo), return_probs=return_probs, fast=fast, tta=tta)
-        while True:
-            try:
-                event = next(inner)
-            except StopIteration as stop:
-                small = stop.value
-                break
-            if not isinstance(event, Done):
-                yield event
-        if small is None:
-            return None
-        result = _full_size(small, image.shape[:2], f, started)
-        yield Done(result)
-        return result
+        small = yield from relay(inner)
+        return None if small is None else _full_size(small, image.shape[:2], f, started)
     classes = list(card.classes) if card is not None else ["background", "foreground"]
     stack = image[None] if layout.startswith("2d") else image
     n = stack.shape[0]
@@ -152,7 +144,8 @@ def iter_segment(
     model.eval()
     net = fast_model(model) if fast else model
     timings = {"setup": time.perf_counter() - started, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
-    z = z0
+    z, oom = z0, False
+    policy = OomBackoff(batch, device, task="segmenting")
     yield Progress(0, z1 - z0, "segmenting", phase="segmenting")
     while z < z1:
         if is_cancelled(cancel):
@@ -177,12 +170,20 @@ def iter_segment(
                     else:
                         probs[:, z:stop] = p.transpose(1, 0, 2, 3)
                 t3 = time.perf_counter()
-        except torch.cuda.OutOfMemoryError:
-            if batch == 1:
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are retried
+            if not is_oom(exc):
                 raise
-            batch = max(1, batch // 2)
-            x = out = logits = None  # drop references before freeing the cache
-            torch.cuda.empty_cache()
+            oom = True
+        if oom:  # outside the handler, so that the failed batch's tensors can be freed
+            oom, x, out, logits = False, None, None, None
+            before = policy.device
+            batch, now = policy.on_oom()
+            moved = now != before
+            if moved:
+                device = now
+                model.to(device)
+                net = fast_model(model) if fast else model
+            yield Log(policy.message, "warning", topic="fallback" if moved else "memory")
             continue
         for key, dt in (("preprocess", t1 - t0), ("model", t2 - t1), ("postprocess", t3 - t2)):
             timings[key] += dt
@@ -203,7 +204,6 @@ def iter_segment(
         timings=timings,
         batch_size=batch,
     )
-    yield Done(result)
     return result
 
 

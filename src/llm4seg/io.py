@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from llm4seg._io_dicom import is_dicom_file, read_dicom
+from llm4seg._io_dicom import is_dicom_file, looks_like_dicom_folder, read_dicom
 
-__all__ = ["ImageData", "read_image", "write_labels", "write_image", "SUPPORTED_FORMATS"]
+__all__ = ["ImageData", "read_image", "write_labels", "write_image", "looks_like_dicom_folder", "SUPPORTED_FORMATS"]
 
 SUPPORTED_FORMATS = ("PNG/JPEG (.png, .jpg, .jpeg), TIFF (.tif, .tiff), NIfTI (.nii, .nii.gz) and DICOM "
                      "series (a folder of .dcm or extension-less DICOM files)")

@@ -1,6 +1,7 @@
-"""Segmentation as a job: the device asked for (the CPU when it is missing or runs out of memory, said as a
-``Log`` with topic "fallback"), then post-processing. What the napari widget runs in a worker thread and what
-``llm4seg segment`` runs, so both fall back and clean up the same way.
+"""Segmentation as a job: the device asked for (the CPU when it is missing, said as a ``Log`` with topic
+"fallback"; out of memory, :mod:`llm4seg.oom`'s policy inside ``iter_segment``), then post-processing. What
+the napari widget runs in a worker thread and what ``llm4seg segment`` runs, so both fall back and clean up
+the same way.
 
 ``segment_job`` is a generator of ``llm4seg.events`` (``Progress``, ``Log``) that returns a :class:`JobOutcome`.
 """
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from .device import is_oom, resolve_device
-from .events import Cancelled, Done, Log, Progress
+from .events import Log, Progress, relay
 from .infer import SegmentationResult, iter_segment
 from .postprocess import PostprocessOptions, postprocess
 
@@ -41,16 +42,10 @@ def pick_device(requested: str) -> tuple[torch.device, str | None]:
         return torch.device("cpu"), f"{exc}. LLM4Seg falls back to the CPU (slower)."
 
 
-def forward(events: Generator) -> Generator[Any, None, SegmentationResult | None]:
-    """Pass ``Progress`` events on; return the result on ``Done`` or None on ``Cancelled``."""
-    for event in events:
-        if isinstance(event, Done):
-            return event.result
-        if isinstance(event, Cancelled):
-            return None
-        if isinstance(event, Progress):
-            yield event
-    return None
+def forward(job: Generator) -> Generator[Any, None, Any]:
+    """Run a segmentation ``job`` inside a widget's or the CLI's job: its ``Progress`` and ``Log`` events
+    pass, its result is returned (None when cancelled)."""
+    return (yield from relay(job, keep=lambda e: isinstance(e, (Progress, Log))))
 
 
 def clean(labels: np.ndarray, options: PostprocessOptions, z_range: tuple[int, int] | None) -> np.ndarray:
@@ -85,24 +80,24 @@ def segment_job(
     options = options or PostprocessOptions()
     notes: list[str] = []
     dev, note = pick_device(device)
-    if note:
-        notes.append(note)
-        yield Log(note, "warning", topic="fallback")
-    image = np.asarray(image)
     try:
         model.to(dev)
-        result = yield from forward(iter_segment(image, model, **kwargs))
-    except RuntimeError as exc:
+    except RuntimeError as exc:  # the weights alone do not fit: the CPU
         if dev.type == "cpu" or not is_oom(exc):
             raise
-        note = f"{dev} ran out of memory ({str(exc).splitlines()[0][:120]}); LLM4Seg retries on the CPU (slower)."
-        notes.append(note)
-        yield Log(note, "warning", topic="fallback")
-        dev = torch.device("cpu")
+        note, dev = f"{dev} ran out of memory loading the model; LLM4Seg runs on the CPU (slower)", torch.device("cpu")
         model.to(dev)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        result = yield from forward(iter_segment(image, model, **kwargs))
+    if note:
+        yield Log(note, "warning", topic="fallback")
+
+    def said(event: Any) -> bool:  # out-of-memory changes inside the run (llm4seg.oom) are kept as notes
+        if isinstance(event, Log) and event.level == "warning":
+            notes.append(event.text)
+        return isinstance(event, (Progress, Log))
+
+    notes += [note] if note else []
+    result = yield from relay(iter_segment(np.asarray(image), model, **kwargs), keep=said)
+    dev = next(model.parameters()).device
     if result is None:
         return JobOutcome(None, device=str(dev), notes=notes)
     labels = clean(result.labels, options, result.z_range)

@@ -153,7 +153,7 @@ def _new_model(args: argparse.Namespace, num_classes: int) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..checkpoint import load_checkpoint
-    from ..events import CancelToken, Done, Failed, Log, Metric, Progress, Cancelled
+    from ..events import CancelToken, Failed, Log, Metric, Progress, run_to_end
     from ..preprocess import Preprocessing
     from .config import TrainConfig
     from .data import build_slices, split
@@ -237,23 +237,26 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     bar = tqdm(total=1, desc="train", unit="step", disable=not verbose or args.json or not sys.stderr.isatty(),
                file=sys.stderr, dynamic_ncols=True)
-    result, failure = None, None
+    failure = None
+
+    def show(event: Any) -> None:
+        nonlocal failure
+        if isinstance(event, Failed):
+            failure = event.reason
+        elif not verbose:
+            return
+        elif isinstance(event, Progress):
+            bar.total, bar.n = event.total, event.done
+            bar.set_description(event.message.split(" loss")[0] if event.message else "train", refresh=False)
+            bar.refresh()
+        elif isinstance(event, Metric) and event.name == "loss":
+            bar.set_postfix(loss=f"{event.value:.4f}", refresh=False)
+        elif isinstance(event, Log) and not args.json:
+            bar.write(event.text, file=sys.stdout)
+
     try:
-        for event in fit(model, train_set, val_set, config, cancel, out=out, resume=state, provenance=provenance):
-            if not verbose:
-                continue
-            if isinstance(event, Progress):
-                bar.total, bar.n = event.total, event.done
-                bar.set_description(event.message.split(" loss")[0] if event.message else "train", refresh=False)
-                bar.refresh()
-            elif isinstance(event, Metric) and event.name == "loss":
-                bar.set_postfix(loss=f"{event.value:.4f}", refresh=False)
-            elif isinstance(event, Log) and not args.json:
-                bar.write(event.text, file=sys.stdout)
-            elif isinstance(event, (Done, Cancelled)):
-                result = event.result
-            elif isinstance(event, Failed):
-                failure = event.reason
+        result = run_to_end(fit(model, train_set, val_set, config, cancel, out=out, resume=state,
+                                provenance=provenance), show)
     finally:
         bar.close()
         signal.signal(signal.SIGINT, previous)
@@ -272,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..events import Done, Progress
+    from ..events import Progress, run_to_end
     from ..models import load_model
     from .evaluation import iter_evaluate
 
@@ -280,15 +283,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     sources, class_names = _sources(args, model.card.classes if model.card is not None else None)
     from tqdm import tqdm
 
-    metrics = None
     with tqdm(total=len(sources), desc="evaluate", unit="item", disable=args.json or not sys.stderr.isatty(),
               file=sys.stderr, leave=False) as bar:
-        for event in iter_evaluate(model, sources, class_names, hd=not args.no_hd95, window=_window(args.window)):
+        def show(event: Any) -> None:
             if isinstance(event, Progress):
                 bar.n = event.done
                 bar.refresh()
-            elif isinstance(event, Done):
-                metrics = event.result
+
+        metrics = run_to_end(iter_evaluate(model, sources, class_names, hd=not args.no_hd95,
+                                           window=_window(args.window)), show)
     assert metrics is not None
     metrics = {**metrics, "checkpoint": str(args.checkpoint), "data": str(args.data), "classes": class_names[1:]}
     if args.json:

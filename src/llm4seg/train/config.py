@@ -35,6 +35,9 @@ class TrainConfig:
     (``llm4seg.adapt.recalibrate_batchnorm``; fine-tuning also uses the unlabelled slices of the volumes).
     ``blend`` (fine-tuning): the weights returned are ``start + blend * (trained - start)``
     (``llm4seg.adapt.blend_weights``); 1 keeps the trained weights.
+    ``crosscheck`` (fine-tuning): with k >= 2 folds, first check on the labelled items whether fine-tuning
+    beats the start on items it did not train on (``llm4seg.crosscheck``), and keep the start when it does
+    not; 0 trains without the check.
     """
 
     preset: str = "paper"
@@ -62,6 +65,7 @@ class TrainConfig:
     select: str = "best"
     recalibrate_bn: bool = False
     blend: float = 1.0
+    crosscheck: int = 0
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -76,6 +80,8 @@ class TrainConfig:
             raise ValueError("steps and epochs must be >= 1")
         if not 0.0 < self.blend <= 1.0:
             raise ValueError(f"blend must be in (0, 1], got {self.blend}")
+        if self.crosscheck < 0 or self.crosscheck == 1:
+            raise ValueError(f"crosscheck must be 0 (off) or a number of folds >= 2, got {self.crosscheck}")
         if self.lr <= 0:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.crop is not None and (self.crop < 16 or self.crop % 16):
@@ -98,10 +104,12 @@ class TrainConfig:
         within 100 steps and slowed the first steps. Measured again across modalities (``benchmarks.fewshot``,
         docs/finetuning.md): 11-16 s for 5-10 items at 128² on 2 CPU cores; training the whole network for 150
         steps (lr 1e-3 or 3e-4, flips + rot90) or re-estimating BatchNorm statistics first gave no better
-        Dice in 3-4x the time. The last weights are kept (``select="last"``)."""
+        Dice in 3-4x the time. The last weights are kept (``select="last"``). First, a 2-fold check on the
+        labelled items (``crosscheck=2``, :mod:`llm4seg.crosscheck`) keeps the start when fine-tuned copies
+        segment held-out items worse (the generalist on ISIC or CVC-ColonDB frames; docs/finetuning.md)."""
         base = dict(preset="quick", steps=100, batch_size=4, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
                     schedule="cosine", warmup_steps=5, train="decoder", cache_features=True, augment=False,
-                    aug_versions=4, crop=112, val_every=25, select="last")
+                    aug_versions=4, crop=112, val_every=25, select="last", crosscheck=2)
         return cls(**{**base, **overrides})
 
     @classmethod

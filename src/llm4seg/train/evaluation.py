@@ -11,7 +11,7 @@ from typing import Any, Generator, Sequence
 
 import numpy as np
 
-from ..events import Cancelled, Done, Progress, is_cancelled
+from ..events import Cancelled, Log, Progress, is_cancelled, relay
 from ..infer import iter_segment
 from .metrics import MetricAccumulator
 from .sources import Source
@@ -28,8 +28,9 @@ def iter_evaluate(
     window: tuple[float, float] | None = None,
     batch_size: int | None = None,
     cancel: Any = None,
-) -> Generator[Progress | Done | Cancelled, None, dict[str, Any] | None]:
-    """Segment every source and score it; yields Progress per source, then ``Done(metrics)``."""
+) -> Generator[Progress | Log | Cancelled, None, dict[str, Any] | None]:
+    """Segment every source and score it; yields Progress per source and returns the metrics (None when
+    cancelled)."""
     k = len(class_names) - 1
     found = 1 if model.config.num_classes == 1 else model.config.num_classes - 1
     if found != k:
@@ -48,23 +49,17 @@ def iter_evaluate(
         if not zs:
             continue
         z_range = (min(zs), max(zs) + 1) if src.volume else None
-        result = None
-        for event in iter_segment(image, model, volume=src.volume, z_range=z_range, window=window,
-                                  batch_size=batch_size, cancel=cancel):
-            if isinstance(event, Done):
-                result = event.result
-            elif isinstance(event, Cancelled):
-                yield Cancelled()
-                return None
-        assert result is not None
+        result = yield from relay(iter_segment(image, model, volume=src.volume, z_range=z_range, window=window,
+                                               batch_size=batch_size, cancel=cancel),
+                                  keep=lambda e: isinstance(e, (Log, Cancelled)))
+        if result is None:
+            return None
         pred = result.labels[zs] if src.volume else result.labels
         truth = labels[zs] if src.volume else labels
         spacing = src.spacing[-2:] if src.spacing is not None and len(src.spacing) >= 2 else None
         acc.update(np.asarray(pred), np.asarray(truth).astype(np.uint8), spacing)
         yield Progress(i + 1, len(sources), src.name, phase="evaluating")
-    metrics = acc.compute()
-    yield Done(metrics)
-    return metrics
+    return acc.compute()
 
 
 def evaluate(model: Any, sources: Sequence[Source], class_names: Sequence[str], **kwargs: Any) -> dict[str, Any]:

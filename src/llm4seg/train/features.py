@@ -18,7 +18,7 @@ from ..device import is_oom
 from ..events import Log, Progress, is_cancelled
 from .augment import dihedral
 from .data import SliceSet
-from .oom import OomBackoff, OutOfMemory
+from ..oom import OomBackoff
 
 __all__ = ["FeatureCache", "build_feature_cache", "cache_bytes_per_item"]
 
@@ -84,7 +84,7 @@ def build_feature_cache(
 
     Version 0 is the identity; the others are distinct random symmetries (seeded per item). Out of memory,
     the batch halves down to one item, then the rest is cached on the CPU (a warning ``Log`` each time; the
-    model goes back to ``device`` afterwards); :class:`~llm4seg.train.oom.OutOfMemory` when nothing is left.
+    model goes back to ``device`` afterwards); :class:`~llm4seg.oom.OutOfMemory` when nothing is left.
     ``retry_oom=False`` (several processes, which must stay in step) lets the error pass.
     """
     n, s = len(data), data.size
@@ -100,7 +100,7 @@ def build_feature_cache(
     skips: list[torch.Tensor] | None = None
     bottleneck = labels = None
     was_training, home = model.training, torch.device(device)
-    policy = OomBackoff(batch_size, home)
+    policy = OomBackoff(batch_size, home, task="caching")
     model.eval()
     start = 0
     try:
@@ -115,7 +115,11 @@ def build_feature_cache(
                     raise
                 feats = None
             if feats is None:  # retried outside the handler, so that the failed batch's tensors can be freed
-                yield Log(_back_off(policy, model), "warning", topic="memory")
+                before = policy.device
+                policy.on_oom()
+                if policy.device != before:
+                    model.to(policy.device)
+                yield Log(policy.message, "warning", topic="memory")
                 continue
             start = int(idx[-1]) + 1
             if skips is None:
@@ -144,18 +148,3 @@ def _encode(model: Any, data: SliceSet, items: torch.Tensor, symmetries: torch.T
     with torch.inference_mode():
         feats, x5 = model.encode(x)
         return feats, model.boost(x5), y
-
-
-def _back_off(policy: OomBackoff, model: Any) -> str:
-    """After an out-of-memory error while caching: a smaller batch, else the CPU; what changed, for the user."""
-    where = policy.device
-    try:
-        policy.on_oom()
-    except OutOfMemory:
-        raise OutOfMemory(f"out of memory on {where} while caching features even one item at a time: train at a "
-                          "smaller input size (Preprocessing size) or on fewer pairs, or free memory") from None
-    if policy.device != where:
-        model.to(policy.device)
-        return (f"out of memory on {where} while caching features even one item at a time: caching the rest on "
-                f"the CPU (slower), {policy.batch} at a time")
-    return f"out of memory on {where} while caching features: caching {policy.batch} item(s) at a time"

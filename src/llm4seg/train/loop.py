@@ -1,8 +1,8 @@
 """The training loop: one generator of events for the CLI, the GUI and the tests.
 
-``fit`` yields ``Progress``/``Metric``/``Log`` events, then ``Done(result)`` or ``Cancelled(result)``
-(or ``Failed(reason)`` when the loss diverges or memory runs out even one sample at a time on the CPU) and
-returns the :class:`TrainResult`. Cancel is checked before and after each step's forward/backward (and
+``fit`` yields ``Progress``/``Metric``/``Log`` events (and a last ``Cancelled()``, or ``Failed(reason)`` when
+the loss diverges or memory runs out even one item at a time on the CPU) and returns the
+:class:`TrainResult`. Cancel is checked before and after each step's forward/backward (and
 between batches while features are cached): a step during which cancel was asked for is dropped, so a
 cancel during the first step leaves the model as it was and writes no file. The model is left holding the
 best weights by validation IoU (the last weights when there is no validation set), never half a step.
@@ -10,7 +10,7 @@ best weights by validation IoU (the last weights when there is no validation set
 Data that cannot train the model is refused before anything runs: ``NothingToLearn`` when no training label
 is foreground, ``ValueError`` for label values above the model's classes or labels whose shape differs
 from the images'. Out of memory, a step is retried in smaller micro-batches, then on the CPU
-(:mod:`llm4seg.train.oom`), each change announced by a ``Log`` event.
+(:mod:`llm4seg.oom`), each change announced by a ``Log`` event.
 """
 from __future__ import annotations
 
@@ -24,13 +24,13 @@ import torch
 from torch import nn
 
 from ..device import is_oom
-from ..events import Cancelled, Done, Failed, Log, Metric, Progress, is_cancelled
+from ..events import Cancelled, Failed, Log, Metric, Progress, is_cancelled
 from .config import TrainConfig
 from .data import NothingToLearn, SliceSet
 from .distributed import DistContext, all_reduce_sum, any_rank, setup
 from .features import build_feature_cache, cache_bytes_per_item
 from .losses import make_loss
-from .oom import OomBackoff, OutOfMemory
+from ..oom import OomBackoff, OutOfMemory
 from .state import TrainState, restore, save_state, state_path_for
 from .steps import BatchOrder, Net, epoch_number, make_optimizer, select_trainable, set_modes, train_step, validate
 
@@ -125,7 +125,7 @@ def fit(
     card: Any = None,
     resume: TrainState | None = None,
     provenance: dict[str, Any] | None = None,
-) -> Generator[Progress | Metric | Log | Done | Cancelled | Failed, None, TrainResult]:
+) -> Generator[Progress | Metric | Log | Cancelled | Failed, None, TrainResult]:
     """Train ``model`` in place on ``train_set``; see the module docstring for the event protocol.
 
     ``out``: checkpoint path, written atomically (best weights by validation IoU) with the training state
@@ -300,9 +300,7 @@ def fit(
     elif status == "cancelled":
         yield Log(f"cancelled after {step} step(s); keeping the {'best' if best_weights is not None else 'last'} weights" if step
                   else "cancelled before the first step ended: the weights are unchanged and no file is written")
-        yield Cancelled(result)
-    else:
-        yield Done(result)
+        yield Cancelled()
     return result
 
 
