@@ -9,7 +9,7 @@ import numpy as np
 
 from llm4seg.events import CancelToken, Log
 from llm4seg.finetune import FinetuneOutcome, TrainingPair, finetune, finetuned_card, summarise
-from llm4seg.models import DEFAULT_NAME, default_entry
+from llm4seg.models import DEFAULT_NAME, GRAY_MODELS, default_entry, list_models
 from llm4seg.train import NothingToLearn, TrainConfig
 
 from . import _workers
@@ -23,23 +23,32 @@ def snapshot_labels(labels: Any) -> np.ndarray:
     return copy_
 
 
-def default_classes() -> list[str] | None:
-    """Classes of the shipped default checkpoint (header only), or None when unknown until it is loaded."""
+def shipped_classes(name: str = DEFAULT_NAME) -> list[str] | None:
+    """Classes of a shipped checkpoint (header only), or None when unknown until it is loaded."""
     from llm4seg.checkpoint import read_card
 
-    entry = default_entry()
+    entry = default_entry() if name == DEFAULT_NAME else next((e for e in list_models() if e.name == name), None)
     try:
         return list(read_card(entry.path).classes) if entry is not None else None
     except (OSError, ValueError):
         return None
 
 
-def _base_and_prep(base: Any, window: tuple[float, float] | None) -> Generator[Any, None, tuple[Any, Any]]:
-    """The model (the default one loaded when ``base`` is None) and its preprocessing with the CT window chosen
-    in the Segment widget."""
+def start_hint(model_name: str, pairs: list[TrainingPair]) -> str:
+    """Advice when an ultrasound model would start fine-tuning on gray volumes (MRI, CT): gray-start."""
+    if model_name not in dict(GRAY_MODELS) or not any(np.ndim(p.labels) == 3 and not p.rgb for p in pairs):
+        return ""
+    return ("For MRI or CT volumes, the gray-start starting point usually fine-tunes better (choose it above; "
+            "docs/finetuning.md).")
+
+
+def _base_and_prep(base: Any, window: tuple[float, float] | None,
+                   name: str = DEFAULT_NAME) -> Generator[Any, None, tuple[Any, Any]]:
+    """The model (the shipped ``name`` loaded when ``base`` is None) and its preprocessing with the CT window
+    chosen in the Segment widget."""
     if base is None:
-        yield Log(f"loading the {DEFAULT_NAME} checkpoint")
-        base = _workers.load_job(DEFAULT_NAME)
+        yield Log(f"loading the {name} checkpoint")
+        base = _workers.load_job(name)
     prep = base.card.preprocess
     return base, (replace(prep, window=window) if window is not None else prep)
 
@@ -47,8 +56,9 @@ def _base_and_prep(base: Any, window: tuple[float, float] | None) -> Generator[A
 def finetune_job(base: Any, base_name: str, pairs: list[TrainingPair], z_range: tuple[int, int] | None,
                  config: TrainConfig, val_fraction: float | None, window: tuple[float, float] | None,
                  cancel: CancelToken) -> Generator[Any, None, FinetuneOutcome | None]:
-    """Load the default model when there is no base, check the pairs against its classes, fine-tune a copy."""
-    base, prep = yield from _base_and_prep(base, window)
+    """Load the shipped ``base_name`` when there is no base, check the pairs against its classes, fine-tune a
+    copy."""
+    base, prep = yield from _base_and_prep(base, window, base_name)
     plan = summarise(pairs, base.card.classes, z_range=z_range)
     if not plan.ok:
         raise NothingToLearn(plan.reason())

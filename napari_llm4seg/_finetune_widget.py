@@ -7,7 +7,6 @@ them to the Segment widget, "Save as…" writes a checkpoint with the provenance
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QFileDialog, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from llm4seg.device import is_oom
 from llm4seg.events import CancelToken, Failed, Log, Metric, Progress
@@ -26,23 +24,16 @@ from llm4seg.train import NothingToLearn
 from llm4seg.train.config import TRAIN_PARTS
 
 from . import _workers
-from ._finetune_job import default_classes, finetune_job, outcome_text, snapshot_labels
+from ._finetune_job import finetune_job, outcome_text, shipped_classes, snapshot_labels, start_hint
 from ._finetune_pairs import PairsPanel
 from ._finetune_panels import OptionsPanel, ResultPanel, RunPanel, VerticalScroll
 from ._finetune_plot import TrainingPlot
+from ._finetune_result import ResultActions
 from ._layers import unwrap
 from ._segment_widget import SegmentWidget
-from ._session import Session
+from ._session import find_segment_widget
 from ._settings import WidgetSettings
 from ._suggest_panel import SuggestPanel, pair_to_rank
-
-PLUGIN, SEGMENT_WIDGET = "napari-llm4seg", "LLM4Seg: Segment"
-
-
-def find_segment_widget(viewer: Any) -> SegmentWidget | None:
-    """The Segment widget of ``viewer``'s LLM4Seg session, or None."""
-    return Session.of(unwrap(viewer)).segment
-
 
 @dataclass
 class _Run:
@@ -53,7 +44,7 @@ class _Run:
     failed: str = ""
 
 
-class FineTuneWidget(QWidget):
+class FineTuneWidget(ResultActions, QWidget):
     """Fine-tune the Segment widget's model on (image, labels) layer pairs of the viewer."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
@@ -66,7 +57,7 @@ class FineTuneWidget(QWidget):
         self._save_job: Any = None
         self._run: _Run | None = None
         self._handover: tuple[Any, Any, str] | None = None
-        self._default_classes: list[str] | None | bool = False  # False: not looked up yet
+        self._named_classes: dict[str, list[str] | None] = {}  # classes of shipped checkpoints, read once
         self._shown_classes: list[str] | None = None
         self._build()
         self._restore()
@@ -95,11 +86,13 @@ class FineTuneWidget(QWidget):
         self.use_button.clicked.connect(lambda: self.use_now())
         self.save_button.clicked.connect(lambda: self.save_as())
         self.pairs_panel.changed.connect(self.refresh)
+        self.options.start.currentIndexChanged.connect(lambda *_: self.refresh())
         self.pairs_panel.mode.currentIndexChanged.connect(
             lambda *_: self.settings.set("slices", self.pairs_panel.mode.currentData()))
         for signal in (self.options.preset.currentIndexChanged, self.options.steps.valueChanged,
                        self.options.lr.valueChanged, self.options.part.currentIndexChanged,
                        self.options.augment.toggled, self.options.check.toggled,
+                       self.options.start.currentIndexChanged,
                        self.options.val.currentIndexChanged):
             signal.connect(self._store_options)
         self._update_buttons()
@@ -120,9 +113,12 @@ class FineTuneWidget(QWidget):
 
     # --- base model and summary ------------------------------------------------------------------------
     def base_model(self) -> tuple[Any, str, SegmentWidget | None]:
-        """(model or None, its name, the Segment widget): the Segment widget's model, else the default (None:
-        loaded when training starts)."""
+        """(model or None, its name, the Segment widget): the starting point chosen in the panel, else the
+        Segment widget's model, else the default (None: loaded by name when training starts)."""
         seg = find_segment_widget(self.viewer)
+        chosen = self.options.start.currentData()
+        if chosen:
+            return None, chosen, seg
         if seg is not None and seg.model is not None:
             return seg.model, seg.model_name, seg
         return None, DEFAULT_NAME, seg
@@ -130,21 +126,21 @@ class FineTuneWidget(QWidget):
     def _suggest_source(self) -> tuple[Any, TrainingPair, Any] | str:
         panel = self.pairs_panel
         pair = pair_to_rank(panel.pairs(), panel.training_pairs(), self.viewer.layers.selection.active)
-        model, _, seg = self.base_model()
-        return pair if isinstance(pair, str) else (model, pair, seg.ct_window if seg else None)
+        seg = find_segment_widget(self.viewer)  # the model in use ranks the slices (None: the default)
+        return pair if isinstance(pair, str) else (seg.model if seg else None, pair, seg.ct_window if seg else None)
 
-    def _classes(self, model: Any) -> list[str] | None:
+    def _classes(self, model: Any, name: str) -> list[str] | None:
         if model is not None:
             return list(model.card.classes)
-        if self._default_classes is False:
-            self._default_classes = default_classes()
-        return self._default_classes or None  # type: ignore[return-value]
+        if name not in self._named_classes:
+            self._named_classes[name] = shipped_classes(name)
+        return self._named_classes[name]
 
     def plan(self) -> PairPlan:
         """What a run would train on now (reads the layers; nothing is copied). Never raises: a pair that
         cannot be read becomes a problem of the plan."""
-        model, _, _ = self.base_model()
-        classes = self._classes(model)
+        model, name, _ = self.base_model()
+        classes = self._classes(model, name)
         try:
             return summarise(self.pairs_panel.training_pairs(), classes, z_range=self.pairs_panel.z_range())
         except Exception as exc:  # noqa: BLE001 - e.g. layer data that cannot be read as an array
@@ -155,13 +151,17 @@ class FineTuneWidget(QWidget):
         model, name, seg = self.base_model()
         if model is not None:
             shown = Path(name).name
-            self.options.base.setText(model.card.name if shown in (model.card.name, f"fine-tuned {model.card.name}")
-                                      else f"{model.card.name} ({shown})")
+            text = (model.card.name if shown in (model.card.name, f"fine-tuned {model.card.name}")
+                    else f"{model.card.name} ({shown})")
+            hint = start_hint(model.card.name, self.pairs_panel.training_pairs())
+            self.options.base.setText(f"{text}. {hint}" if hint else text)
+        elif self.options.start.currentData():
+            self.options.base.setText(f"{name} (loaded when fine-tuning starts; the Segment section keeps its model)")
         else:
             loading = seg is not None and seg.busy
             self.options.base.setText(f"{DEFAULT_NAME} checkpoint" + (" (the Segment widget is still loading)"
                                                                      if loading else ""))
-        return self._classes(model)
+        return self._classes(model, name)
 
     def refresh(self) -> None:
         """Update the base-model line and the summary of the pairs."""
@@ -193,7 +193,7 @@ class FineTuneWidget(QWidget):
         if self.busy:
             return False
         model, name, seg = self.base_model()
-        if model is None and seg is not None and seg.busy:
+        if model is None and not self.options.start.currentData() and seg is not None and seg.busy:
             return self._refuse("the Segment widget is still loading its checkpoint; try again when it is ready")
         plan = self.plan()
         if not plan.ok:
@@ -305,76 +305,6 @@ class FineTuneWidget(QWidget):
         if run is not None:
             self.destroyed.disconnect(run.cancel.cancel)
         self.bar.eta.setText("")
-        self._update_buttons()
-
-    # --- the result ---------------------------------------------------------------------------------------
-    def _result_name(self) -> str:
-        if self.saved_path is not None:
-            return str(self.saved_path)
-        return f"fine-tuned {self.outcome.model.card.name}" if self.outcome is not None else ""
-
-    def use_now(self) -> bool:
-        """Hand the fine-tuned weights to the Segment widget (docking one if needed)."""
-        if not self._offers() or self._job is not None:
-            return False
-        seg = find_segment_widget(self.viewer)
-        if seg is None:
-            _, seg = self.viewer.window.add_plugin_dock_widget(PLUGIN, SEGMENT_WIDGET)
-        self._handover = (seg, self.outcome.model, self._result_name())
-        self.bar.set_status("Handing the weights to the Segment widget when it is idle…")
-        self._try_handover()
-        return True
-
-    def _try_handover(self) -> None:
-        if self._handover is None:
-            return
-        seg, model, name = self._handover
-        try:
-            if seg.busy:  # loading its own checkpoint or segmenting: hand over when it is done
-                QTimer.singleShot(200, self._try_handover)
-                return
-            seg.set_model(model, name)
-        except RuntimeError:  # the Segment widget was closed meanwhile
-            self._handover = None
-            return
-        self._handover = None
-        self.bar.set_status(f"The Segment widget now uses {model.card.name}: segment again to see its masks.")
-        self.refresh()
-
-    def save_as(self, path: str | None = None) -> bool:
-        """Ask for a file and write the fine-tuned checkpoint (atomically, in a worker thread)."""
-        if not self._offers() or self.busy:
-            return False
-        if path is None:
-            start = Path(self.settings.get("last_dir", str(Path.home()))) / f"{self.outcome.model.card.name}.safetensors"
-            path, _ = QFileDialog.getSaveFileName(self, "Save the fine-tuned checkpoint", str(start),
-                                                  "LLM4Seg checkpoints (*.safetensors)")
-            if not path:
-                return False
-        target = Path(path)
-        if not target.name.endswith(".safetensors"):
-            target = target.with_name(target.name + ".safetensors")
-        self.settings.set("last_dir", str(target.parent))
-        from llm4seg.checkpoint import save_checkpoint
-
-        card = copy.deepcopy(self.outcome.model.card)
-        self.bar.set_status(f"Saving {target.name}…")
-        self._save_job = _workers.start(save_checkpoint, target, self.outcome.model, card, connect={
-            "returned": self._on_saved, "errored": self._on_save_error, "finished": self._on_save_finished})
-        self._update_buttons()
-        return True
-
-    def _on_saved(self, path: Path) -> None:
-        self.saved_path = Path(path)
-        self.bar.set_status(f"Saved {path} (open it in the Segment widget with Browse…).")
-        show_info(f"LLM4Seg: fine-tuned checkpoint saved to {path}")
-
-    def _on_save_error(self, exc: BaseException) -> None:
-        show_error(f"LLM4Seg could not save the checkpoint: {exc}")
-        self.bar.set_status(f"Saving failed: {exc}", problem=True)
-
-    def _on_save_finished(self) -> None:
-        self._save_job = None
         self._update_buttons()
 
     # --- state -----------------------------------------------------------------------------------------

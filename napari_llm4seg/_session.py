@@ -47,3 +47,13 @@ class Session:
         """``widget`` is closing: it no longer serves the session."""
         if self.segment is widget:
             self._segment = None
+
+
+PLUGIN, SEGMENT_WIDGET = "napari-llm4seg", "LLM4Seg: Segment"
+
+
+def find_segment_widget(viewer: Any) -> Any:
+    """The Segment widget of ``viewer``'s LLM4Seg session, or None."""
+    from ._layers import unwrap
+
+    return Session.of(unwrap(viewer)).segment

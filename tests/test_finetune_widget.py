@@ -239,6 +239,32 @@ def test_check_keeps_a_start_that_segments_better_and_says_so(make_widgets, qtbo
     assert ft.outcome.check is None and ft.outcome.result.steps == 60 and ft.use_button.isEnabled()
 
 
+def test_start_from_a_shipped_starting_point(make_widgets, qtbot, monkeypatch):
+    viewer, seg, ft = make_widgets()
+    in_use = seg.model
+    start, asked = small_model(seed=3), []
+    monkeypatch.setattr(_workers, "load_job", lambda name: asked.append(name) or start)
+    add_pairs(viewer, 2)
+    assert ft.options.start.currentData() is None and ft.options.base.text() == "tiny0 (default)"
+    ft.options.start.setCurrentIndex(ft.options.start.findData("gray-start"))
+    assert ft.options.base.text().startswith("gray-start (loaded when fine-tuning starts")
+    set_steps(ft, 2)
+    train(qtbot, ft)
+    outcome = ft.outcome
+    assert asked == ["gray-start"] and outcome.base_card.name == "tiny3" and outcome.result.steps == 2
+    assert outcome.model.card.training["base_checkpoint"] == "gray-start" and seg.model is in_use
+    assert ft.settings.get("options/start", None) == "gray-start"
+
+
+def test_gray_volumes_on_an_ultrasound_model_get_the_gray_start_hint():
+    from napari_llm4seg._finetune_job import start_hint
+
+    volume = TrainingPair(np.zeros((4, 8, 8), np.uint8), np.zeros((4, 8, 8), np.uint8), "mr")
+    image = TrainingPair(np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8), "us")
+    assert "gray-start" in start_hint("busi-lesion", [image, volume])
+    assert start_hint("busi-lesion", [image]) == "" and start_hint("ct-liver", [volume]) == ""
+
+
 def test_without_segment_widget_uses_default_and_docks_one(make_widgets, qtbot):
     model = small_model(seed=1)
     viewer, _, ft = make_widgets(model, segment=False)

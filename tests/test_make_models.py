@@ -52,7 +52,8 @@ def _tiny_data(root: Path) -> None:
 def test_make_models_recipes_run_end_to_end(tmp_path):
     _tiny_data(tmp_path / "data")
     env = {**os.environ, "PY": sys.executable, "DATA": str(tmp_path / "data"), "RUNS": str(tmp_path / "runs"),
-           "THREADS": "1", "SHIP": "0", "BUSI_SCHEDULE": "--steps 2", "CT_SCHEDULE": "--steps 2",
+           "THREADS": "1", "SHIP": "0", "BUSI_SCHEDULE": "--steps 2", "GRAY_SCHEDULE": "--steps 2",
+           "CT_SCHEDULE": "--steps 2",
            "CT_TRAIN_Z": "0,5", "CT_TEST_Z": "5,8", "GENERALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
            "SPECIALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
            "GENERALIST_INIT": str(tmp_path / "runs" / "generalist.safetensors")}
@@ -60,7 +61,8 @@ def test_make_models_recipes_run_end_to_end(tmp_path):
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "make_models.sh"), "all"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    for name, classes in (("busi-lesion", ["background", "foreground"]), ("ct-liver", ["background", "liver"])):
+    for name, classes in (("busi-lesion", ["background", "foreground"]), ("gray-start", ["background", "foreground"]),
+                          ("ct-liver", ["background", "liver"])):
         model = load_checkpoint(tmp_path / "runs" / f"{name}.safetensors", device="cpu")
         assert model.card.training["steps"] == 2 and model.card.preprocessing["size"] == 128
         assert model.card.classes == classes and model.config.in_channels == 1

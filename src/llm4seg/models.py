@@ -126,6 +126,11 @@ COLOUR_MODELS = (("isic-lesion", "dermoscopy"), ("polyp", "colonoscopy"), ("gene
 GRAY_MODELS = (("busi-lesion", "breast-ultrasound lesions"), ("thyroid", "the thyroid gland in ultrasound"))
 
 
+#: Shipped starting points for fine-tuning on a modality no model was trained on: (name, for what).
+FINETUNE_STARTS = (("gray-start", "gray images of a new modality (MRI, CT structures)"),
+                   ("generalist", "colour images of a new modality"))
+
+
 def recommend(image: Any, rgb: bool = False) -> list[tuple[str, str]]:
     """Shipped models suited to ``image``, each with why, best first: CT in Hounsfield units → ``ct-liver``;
     colour → the RGB models by modality (``isic-lesion`` for dermoscopy, ``polyp`` for colonoscopy,
