@@ -86,9 +86,11 @@ class OptionsPanel(QGroupBox):
         self.preset.setToolTip("Starting values for the options below.\n" + "\n".join(PRESET_TIPS.values()))
         self.preset.currentIndexChanged.connect(lambda *_: self.apply_preset())
         self.start = QComboBox()
+        self.start.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.start.setMinimumContentsLength(16)  # long names never widen the panel
         self.start.addItem("the model in use", None)
         for name, what in FINETUNE_STARTS:
-            self.start.addItem(f"{name}: for {what}", name)
+            self.start.addItem(f"{name} ({what})", name)
         self.start.setToolTip("The weights fine-tuning starts from: the model of the Segment section (the default "
                               "checkpoint when it has none), or a shipped starting point for a modality no model "
                               "was trained on. The model in use stays until 'Use now'. On 5 labelled MRI slices, "

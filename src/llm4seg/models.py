@@ -127,8 +127,7 @@ GRAY_MODELS = (("busi-lesion", "breast-ultrasound lesions"), ("thyroid", "the th
 
 
 #: Shipped starting points for fine-tuning on a modality no model was trained on: (name, for what).
-FINETUNE_STARTS = (("gray-start", "gray images of a new modality (MRI, CT structures)"),
-                   ("generalist", "colour images of a new modality"))
+FINETUNE_STARTS = (("gray-start", "new gray modality: MRI, CT"), ("generalist", "new colour modality"))
 
 
 def recommend(image: Any, rgb: bool = False) -> list[tuple[str, str]]:
