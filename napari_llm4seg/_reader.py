@@ -19,7 +19,6 @@ LayerData = tuple[Any, dict[str, Any], str]
 PathOrPaths = str | os.PathLike | list[str | os.PathLike]
 
 _LABEL_HINTS = ("label", "seg", "mask")
-_CT_WINDOW = (-160.0, 240.0)  # abdomen window (level 40, width 400) for HU data
 
 
 def _is_nifti(path: Path) -> bool:
@@ -136,5 +135,8 @@ def layer_data(img: Any, source: Path, *, layer_type: str | None = None, name: s
     else:
         kwargs["rgb"] = img.rgb
         if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and arr.min() <= -500:
-            kwargs["contrast_limits"] = list(_CT_WINDOW)
+            from llm4seg.preprocess import WINDOWS
+
+            level, width = WINDOWS["abdomen"]  # HU data shows in the abdomen window
+            kwargs["contrast_limits"] = [level - width / 2, level + width / 2]
     return arr, kwargs, layer_type
