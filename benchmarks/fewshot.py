@@ -64,6 +64,14 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return (float(2 * inter / total), float(inter / union)) if total else (1.0, 1.0)
 
 
+def check_note(outcome) -> str:
+    """The check's two held-out Dice scores, and whether it kept the start."""
+    c = outcome.check
+    if c is None:
+        return ""
+    return f"; check {c.start_dice:.3f} → {c.finetuned_dice:.3f}{', start kept' if c.keep_start else ''}"
+
+
 def file_order(name: str) -> tuple[int, str]:
     """Names as a file browser lists them (2 before 10): labelled pairs arrive in the order a user opens them."""
     return len(name), name
@@ -115,9 +123,10 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             train_s = time.perf_counter() - t
             d, u = _eval_2d(outcome.model, evalset)
             rows.append(dict(task=task.name, base=base, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
-                             steps=outcome.result.steps, val_items=outcome.val_items, kept_start=outcome.kept_start))
+                             steps=outcome.result.steps, val_items=outcome.val_items, kept_start=outcome.kept_start,
+                             check=outcome.check.to_dict() if outcome.check else None))
             print(f"  {task.name} {base} k={k} seed={seed}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)"
-                  f"{' start kept' if outcome.kept_start else ''}", flush=True)
+                  f"{check_note(outcome)}", flush=True)
             for alpha, m in blended(model, outcome.model, blends):
                 d, u = _eval_2d(m, evalset)
                 rows.append({**rows[-1], "base": f"{base} blend {alpha:g}", "dice": d, "iou": u})
@@ -153,9 +162,10 @@ def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
                 label = base if alpha == 1.0 else f"{base} blend {alpha:g}"
                 rows.append(dict(task=task.name, base=label, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
                                  volume=name, slices=chosen, steps=outcome.result.steps, val_items=outcome.val_items,
-                                 kept_start=outcome.kept_start))
+                                 kept_start=outcome.kept_start,
+                                 check=outcome.check.to_dict() if outcome.check else None))
                 print(f"  {task.name} {label} k={k} seed={seed} {name}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)"
-                      f"{' start kept' if outcome.kept_start else ''}", flush=True)
+                      f"{check_note(outcome)}", flush=True)
     return rows
 
 

@@ -7,7 +7,7 @@ import torch
 
 from _factories import disk_image, one_thread, tiny_model, trained_tiny  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
-from llm4seg.crosscheck import CheckResult, fold_items
+from llm4seg.crosscheck import MARGIN, CheckResult, fold_items
 from llm4seg.events import Log, Progress, run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.preprocess import Preprocessing
@@ -40,7 +40,18 @@ def test_fold_items_deals_sources_then_slices_along_z():
     one = _slices([TrainingPair(volume, labels, "v")])   # 6 labelled slices of one volume
     assert len(one) == 6 and fold_items(one, 2) == [[0, 2, 4], [1, 3, 5]]
     assert fold_items(one.subset([0]), 2) == []
-    assert CheckResult(2, 6, 0.8, 0.7).keep_start and not CheckResult(2, 6, 0.7, 0.8).keep_start
+
+
+
+def test_the_start_is_kept_only_when_fine_tuning_loses_more_than_the_margin():
+    clear = CheckResult(2, (0.8, 0.9, 0.7), (0.5, 0.6, 0.4))
+    assert clear.keep_start and clear.difference == pytest.approx((-0.3, 0.0))
+    small = CheckResult(2, (0.8, 0.8, 0.8, 0.8), (0.9, 0.6, 0.85, 0.7))   # -0.04: the copies' handicap
+    assert not small.keep_start and -MARGIN < small.difference[0] < 0
+    assert CheckResult(2, (0.8, 0.8), (0.74, 0.74)).keep_start and not CheckResult(2, (0.5, 0.6), (0.7, 0.8)).keep_start
+    d = small.to_dict()
+    assert d["kept"] == "fine-tuned" and d["items"] == 4 and d["per_item"][1] == [0.8, 0.6]
+    assert "0.762 after (-0.038 ± 0.069)" in small.describe()
 
 
 def shifted(mask: np.ndarray, by: int = 10) -> np.ndarray:

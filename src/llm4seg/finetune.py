@@ -28,7 +28,7 @@ from .preprocess import WINDOWS, Preprocessing, looks_like_ct
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
 
 __all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "preset_config", "summarise",
-           "finetune", "finetuned_card", "NO_VALIDATION", "DEFAULT_SIZE", "MIN_VAL_ITEMS",
+           "prepare", "finetune", "finetuned_card", "NO_VALIDATION", "DEFAULT_SIZE", "MIN_VAL_ITEMS",
            "validation_fraction"]
 
 PRESET_NAMES = ("quick", "thorough")
@@ -229,27 +229,10 @@ def validation_fraction(n_items: int, val_fraction: float | None) -> float:
     return 0.0 if n_items < MIN_VAL_ITEMS else 0.2
 
 
-def finetune(
-    model: torch.nn.Module,
-    plan: PairPlan,
-    config: TrainConfig,
-    *,
-    prep: Preprocessing | None = None,
-    val_fraction: float | None = None,
-    expand_rgb: bool = True,
-    cancel: Any = None,
-) -> Generator[Any, None, FinetuneOutcome | None]:
-    """Train a copy of ``model`` on ``plan`` (see :func:`summarise`); yields the events of
-    :func:`llm4seg.train.fit` (plus ``Log`` lines) and returns the outcome, or None when cancelled before
-    training started. ``prep`` defaults to the model card's preprocessing (at 256² when it has no size).
-
-    Colour pairs turn a 1-channel model into an RGB one first (``expand_rgb``; exact at the start), and the
-    preset may re-estimate BatchNorm statistics on the user's slices. ``val_fraction`` None holds out
-    items only from :data:`MIN_VAL_ITEMS` labelled items on (see :func:`validation_fraction`); with the
-    presets' ``select="last"`` the held-out Dice is reported, never used to pick weights.
-    Raises ``NothingToLearn`` when the plan has nothing usable."""
-    if not plan.ok:
-        raise NothingToLearn(plan.reason() or "nothing to learn from")
+def prepare(model: torch.nn.Module, plan: PairPlan, config: TrainConfig, *, prep: Preprocessing | None = None,
+            expand_rgb: bool = True, cancel: Any = None) -> Generator[Any, None, tuple[Any, SliceSet] | None]:
+    """The copy of ``model`` that fine-tuning trains and the plan's slices as its input (see :func:`finetune`
+    for ``prep`` and ``expand_rgb``); None when cancelled. The copy's preprocessing is ``data.prep``."""
     base_card = getattr(model, "card", None)
     if prep is None:
         prep = base_card.preprocess if base_card is not None else Preprocessing(channels=model.config.in_channels)
@@ -273,6 +256,35 @@ def finetune(
         if is_cancelled(cancel):
             return None
         raise
+    return trained, data
+
+
+def finetune(
+    model: torch.nn.Module,
+    plan: PairPlan,
+    config: TrainConfig,
+    *,
+    prep: Preprocessing | None = None,
+    val_fraction: float | None = None,
+    expand_rgb: bool = True,
+    cancel: Any = None,
+) -> Generator[Any, None, FinetuneOutcome | None]:
+    """Train a copy of ``model`` on ``plan`` (see :func:`summarise`); yields the events of
+    :func:`llm4seg.train.fit` (plus ``Log`` lines) and returns the outcome, or None when cancelled before
+    training started. ``prep`` defaults to the model card's preprocessing (at 256² when it has no size).
+
+    Colour pairs turn a 1-channel model into an RGB one first (``expand_rgb``; exact at the start), and the
+    preset may re-estimate BatchNorm statistics on the user's slices. ``val_fraction`` None holds out
+    items only from :data:`MIN_VAL_ITEMS` labelled items on (see :func:`validation_fraction`); with the
+    presets' ``select="last"`` the held-out Dice is reported, never used to pick weights.
+    Raises ``NothingToLearn`` when the plan has nothing usable."""
+    if not plan.ok:
+        raise NothingToLearn(plan.reason() or "nothing to learn from")
+    base_card = getattr(model, "card", None)
+    prepared = yield from prepare(model, plan, config, prep=prep, expand_rgb=expand_rgb, cancel=cancel)
+    if prepared is None:
+        return None
+    trained, data = prepared
     sources = len(set(data.groups))  # items are sources, or slices of a single volume (as ``split`` counts them)
     fraction = validation_fraction(sources if sources > 1 else len(data), val_fraction)
     train_set, val_set = split(data, fraction, seed=config.seed)
