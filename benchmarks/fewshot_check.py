@@ -1,7 +1,7 @@
 """How the fine-tuning check (``llm4seg.crosscheck``) decides, for the few-shot tasks: its two held-out Dice scores.
 
     python -m benchmarks.fewshot_check [--tasks isic colondb liver hippocampus] [--bases default generalist]
-                                       [--folds 2 3] [--seeds 0 1 2] [--json out.json]
+                                       [--folds 2 3] [--seeds 0 1 2] [--n-eval 100] [--json out.json]
 
 For each task, base, seed and number of folds, the same labelled items as ``benchmarks.fewshot`` (2D images in
 file order; 3D slices spread over the structure) are prepared as the Fine-tune widget prepares them
@@ -50,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bases", nargs="+", default=["default", "generalist"])
     ap.add_argument("--folds", type=int, nargs="+", default=[2, 3])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--n-eval", type=int, default=100, help="as benchmarks.fewshot's --n-eval: the 2D label pool "
+                    "is what the eval set leaves")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    all_tasks, rows = tasks(10), []
+    all_tasks, rows = tasks(args.n_eval), []
     for name in args.tasks:
         task = all_tasks[name]
         volumes = task.volumes() if task.kind == "3d" else []

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -86,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 chosen = dtype
     if args.reference_llm:
         chosen, report = "float32", {"reference": "the frozen layer is not stored: read from the installed weights"}
+        ref, swapped = with_installed_layer(ref, images, args.tolerance)
+        report.update(swapped)
     ref.card.training = {**ref.card.training, "shipped_llm_dtype": chosen, "dtype_check": report}
     out = save_checkpoint(WEIGHTS_DIR / f"{args.name}.safetensors", ref, ref.card, llm_dtype=chosen,
                           embed_llm=not args.reference_llm)
@@ -100,8 +103,35 @@ def main(argv: list[str] | None = None) -> int:
                     "default": bool(args.default)})
     entries.sort(key=lambda e: (not e["default"], e["name"]))  # the default first
     registry_path.write_text(json.dumps({"models": entries}, indent=2) + "\n")
-    print(f"shipped {out} ({out.stat().st_size / 1e6:.1f} MB, frozen layer {chosen})")
+    prob, agree = compare(ref, load_checkpoint(out, device="cpu"), images)  # what users will load
+    if prob > 1e-4 or agree < 1.0:
+        raise SystemExit(f"{out} does not reproduce the model (max |Δp| {prob:.2e}, mask Dice {agree:.4f}): not shipped")
+    print(f"shipped {out} ({out.stat().st_size / 1e6:.1f} MB, frozen layer {chosen}); it loads and reproduces the model")
     return 0
+
+
+def with_installed_layer(model, images, tolerance: float):
+    """``model`` with the installed frozen layer (what a by-reference checkpoint loads) and what that changed.
+
+    A model trained with a rounded copy of the layer (e.g. one stored in bfloat16) gets the installed weights when
+    its outputs stay within ``tolerance`` (probabilities) and its masks agree (Dice >= 0.99); otherwise nothing
+    can be shipped by reference."""
+    import copy
+
+    from llm4seg.llm import load_layer_weights, tensors_sha256
+
+    installed = load_layer_weights(model.config.llm).tensors
+    if tensors_sha256(installed) == tensors_sha256(model.frozen_layer_state()):
+        return model, {}
+    swapped = copy.deepcopy(model)
+    swapped.booster.layer.load_state_dict({k: v.to(torch.float32) for k, v in installed.items()})
+    prob, agree = compare(model, swapped, images)
+    print(f"the frozen layer differs from the installed one: with the installed layer max |Δp| {prob:.2e}, "
+          f"mask Dice ≥ {agree:.4f}")
+    if prob > tolerance or agree < 0.99:
+        raise SystemExit("the model was trained with another copy of the frozen layer: ship it embedded "
+                         "(without --reference-llm)")
+    return swapped, {"installed_layer_swap": {"max_prob_diff": prob, "min_mask_dice": agree}}
 
 
 if __name__ == "__main__":

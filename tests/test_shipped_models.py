@@ -48,6 +48,18 @@ def test_generalist_reads_its_layer_by_reference_and_segments_colour():
     np.testing.assert_array_equal(segment(rgb, model).labels, segment(img, model).labels)  # gray = replicated RGB
 
 
+def test_every_shipped_model_loads_and_the_starting_points_are_shipped():
+    """A by-reference checkpoint whose frozen layer is not the installed one cannot load: every entry must."""
+    entries = models.list_models()
+    for entry in entries:
+        model = models.load_model(entry.name, device="cpu")
+        assert model.card.name == entry.name and len(model.card.classes) >= 2
+    shipped = {e.name for e in entries}
+    assert {name for name, _ in models.FINETUNE_STARTS} <= shipped
+    gray = models.load_model("gray-start", device="cpu")
+    assert gray.config.in_channels == 1 and not gray.card.llm["embedded"]
+
+
 def test_registry_refuses_a_changed_or_missing_file(tmp_path, monkeypatch):
     for entry in models.list_models():
         shutil.copy(entry.path, tmp_path / entry.file)
