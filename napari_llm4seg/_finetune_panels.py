@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from llm4seg.crosscheck import CHECK_FOLDS
+from llm4seg.crosscheck import CHECK_FOLDS, MARGIN, MIN_ITEMS
 from llm4seg.finetune import MIN_VAL_ITEMS, PRESET_NAMES, preset_config
 from llm4seg.models import FINETUNE_STARTS
 from llm4seg.train import TrainConfig
@@ -32,8 +32,8 @@ PART_TEXT = {"decoder": "decoder + head (fast)", "all": "whole network (but the 
 PARTS = tuple((key, PART_TEXT[key]) for key in TRAIN_PARTS)
 PRESET_TIPS = {
     "quick": "quick: 100 steps, only the decoder and head train, on encoder features computed once "
-             "(11-16 s for 5-10 items at 128² on a 2-core CPU; docs/finetuning.md), after a 2-fold check that "
-             "fine-tuning beats the start on your items (about 3× the time in all).",
+             "(12-22 s for 5-10 items at 128² on a 2-core CPU; docs/finetuning.md); from 8 items, after a 2-fold "
+             "check against the start (27-64 s in all for 10 images).",
     "thorough": "thorough: 400 steps of the whole network (the frozen LLM layer excepted): slower, adapts more, "
                 "and can forget more of what the model knew.",
 }
@@ -120,10 +120,10 @@ class OptionsPanel(QGroupBox):
                                 "Keep off for data whose orientation matters (e.g. left/right organs).")
         form.addRow("Augmentation", self.augment)
         self.check = QCheckBox("keep the start unless fine-tuning beats it")
-        self.check.setToolTip("Before training on all labelled items, fine-tune copies on half of them and score "
-                              "both those copies and the starting model on the other half (2 folds). When the "
-                              "start does better, it is kept and the run says so. Roughly triples the time; on by "
-                              "default for quick.")
+        self.check.setToolTip(f"From {MIN_ITEMS} labelled images/slices on: before training on all of them, "
+                              "fine-tune copies on one half and score those copies and the starting model on the "
+                              f"other half (2 folds). When the copies lose more than {MARGIN:g} Dice, the start is "
+                              "kept and the run says so. About three times the time; on by default for quick.")
         form.addRow("Check", self.check)
         self.val = QComboBox()
         for value, text in VAL_CHOICES:

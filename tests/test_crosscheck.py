@@ -7,7 +7,7 @@ import torch
 
 from _factories import disk_image, one_thread, tiny_model, trained_tiny  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
-from llm4seg.crosscheck import MARGIN, CheckResult, fold_items
+from llm4seg.crosscheck import MARGIN, MIN_ITEMS, CheckResult, fold_items
 from llm4seg.events import Log, Progress, run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.preprocess import Preprocessing
@@ -33,13 +33,14 @@ def _model(trained_on=None):
 def test_fold_items_deals_sources_then_slices_along_z():
     img, mask = disk_image(32, 32)
     images = _slices([TrainingPair(img, mask, f"p{i}") for i in range(5)])
-    assert fold_items(images, 2) == [[0, 1, 2], [3, 4]]   # blocks of neighbouring files
+    assert fold_items(images, 2, min_items=2) == [[0, 1, 2], [3, 4]]   # blocks of neighbouring files
+    assert fold_items(images, 2) == [] and MIN_ITEMS > 5                 # too few to check by default
     volume = np.stack([img] * 7)
     labels = np.stack([mask] * 7)
     labels[0] = 0
     one = _slices([TrainingPair(volume, labels, "v")])   # 6 labelled slices of one volume
-    assert len(one) == 6 and fold_items(one, 2) == [[0, 2, 4], [1, 3, 5]]
-    assert fold_items(one.subset([0]), 2) == []
+    assert len(one) == 6 and fold_items(one, 2, min_items=2) == [[0, 2, 4], [1, 3, 5]]
+    assert fold_items(one.subset([0]), 2, min_items=0) == []
 
 
 
@@ -64,14 +65,14 @@ def test_a_start_that_already_segments_better_is_kept():
     disks = [TrainingPair(*disk_image(32, 32, seed=i), name=f"d{i}") for i in range(8)]
     start = _model(trained_on=disks)
     pairs = []
-    for i in range(4):
+    for i in range(MIN_ITEMS):
         img, mask = disk_image(32, 32, seed=20 + i)
-        pairs.append(TrainingPair(img, mask if i < 2 else shifted(mask), name=f"p{i}"))  # one fold each
+        pairs.append(TrainingPair(img, mask if i < MIN_ITEMS // 2 else shifted(mask), name=f"p{i}"))  # a fold each
     events: list = []
     config = preset_config("quick", steps=60, lr=1e-2, crop=None, crosscheck=2)
     outcome = run_to_end(finetune(start, summarise(pairs, CLASSES), config), events.append)
     check = outcome.check
-    assert check is not None and check.items == 4 and check.keep_start and outcome.kept_start
+    assert check is not None and check.items == MIN_ITEMS and check.keep_start and outcome.kept_start
     assert check.start_dice > 0.5 and check.finetuned_dice < check.start_dice
     assert outcome.result.steps == 0 and outcome.model is not start
     assert all(torch.equal(v, start.state_dict()[k]) for k, v in outcome.model.state_dict().items())
@@ -86,24 +87,24 @@ def test_a_check_that_fine_tuning_helps_trains_on_everything():
     wrong = [TrainingPair(img, 1 - mask, f"w{i}") for i, (img, mask) in enumerate(disk_image(32, 32, seed=i)
                                                                                   for i in range(8))]
     start = _model(trained_on=wrong)   # segments the background: the labelled disks teach it better
-    pairs = [TrainingPair(*disk_image(32, 32, seed=20 + i), name=f"p{i}") for i in range(4)]
+    pairs = [TrainingPair(*disk_image(32, 32, seed=20 + i), name=f"p{i}") for i in range(MIN_ITEMS)]
     events: list = []
     config = preset_config("quick", steps=40, lr=1e-2, crop=None, crosscheck=2)
     outcome = run_to_end(finetune(start, summarise(pairs, CLASSES), config), events.append)
     assert outcome.check is not None and not outcome.kept_start
     assert outcome.check.finetuned_dice > outcome.check.start_dice
-    assert outcome.result.steps == 40 and outcome.train_items == 4
+    assert outcome.result.steps == 40 and outcome.train_items == MIN_ITEMS
     assert any(isinstance(e, Log) and "fine-tuning on all of them" in e.text for e in events)
 
 
-def test_one_item_cannot_be_checked_and_is_said():
+def test_too_few_items_are_not_checked_and_it_is_said():
     start = _model()
     img, mask = disk_image(32, 32)
     events: list = []
     outcome = run_to_end(finetune(start, summarise([TrainingPair(img, mask, "one")], CLASSES),
                                   preset_config("quick", steps=3, crop=None, crosscheck=2)), events.append)
     assert outcome.check is None and outcome.result.steps == 3
-    assert any(isinstance(e, Log) and "without checking" in e.text for e in events)
+    assert any(isinstance(e, Log) and f"fewer than {MIN_ITEMS} labelled" in e.text for e in events)
 
 
 def test_crosscheck_setting_is_validated():

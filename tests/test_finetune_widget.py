@@ -12,6 +12,7 @@ from qtpy.QtCore import QSettings, Qt  # noqa: E402
 from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QFileDialog, QListWidget  # noqa: E402
 
 from _factories import disk_image, tiny_model, trained_tiny  # noqa: E402
+from llm4seg.crosscheck import MIN_ITEMS  # noqa: E402
 from llm4seg.finetune import TrainingPair  # noqa: E402
 from _widget_models import ct_volume  # noqa: E402
 from llm4seg.checkpoint import ModelCard, load_checkpoint, read_card  # noqa: E402
@@ -218,8 +219,8 @@ def test_check_keeps_a_start_that_segments_better_and_says_so(make_widgets, qtbo
     fine-tuned on half the pairs do worse on the other half; the start stays and no new weights are offered."""
     start = trained_tiny([TrainingPair(*disk_image(48, 48, seed=i), name=f"d{i}") for i in range(8)])
     viewer, seg, ft = make_widgets(start)
-    for i, layer in enumerate(add_pairs(viewer, 4)):
-        if i >= 2:  # the second fold
+    for i, layer in enumerate(add_pairs(viewer, MIN_ITEMS)):
+        if i >= MIN_ITEMS // 2:  # the second fold
             layer.data = np.roll(layer.data, 12, axis=1)
     set_steps(ft, 60, preset="quick")
     ft.options.lr.setValue(1e-2)
@@ -228,7 +229,7 @@ def test_check_keeps_a_start_that_segments_better_and_says_so(make_widgets, qtbo
     outcome = ft.outcome
     assert outcome is not None and outcome.kept_start and outcome.result.steps == 0
     status = ft.bar.status.text()
-    assert status.startswith("Kept the model you started from: 2-fold check on your 4 labelled item(s)")
+    assert status.startswith(f"Kept the model you started from: 2-fold check on your {MIN_ITEMS} labelled item(s)")
     assert ft.result_panel.info.text() == status and not ft.use_button.isEnabled()
     assert any(sev == "warning" and "the model you started from is kept" in msg for sev, msg in notes())
     assert seg.model is start

@@ -22,7 +22,7 @@ import torch
 
 from .adapt import blend_weights, expand_to_rgb, recalibrate_batchnorm
 from .checkpoint import ModelCard
-from .crosscheck import CheckResult, cross_check
+from .crosscheck import MIN_ITEMS, CheckResult, cross_check
 from .events import Log, is_cancelled, relay
 from .preprocess import WINDOWS, Preprocessing, looks_like_ct
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
@@ -317,8 +317,8 @@ def _check_start(model: torch.nn.Module, data: SliceSet, config: TrainConfig,
     check = yield from cross_check(model, data, config, config.crosscheck, cancel)
     if check is None:
         if not is_cancelled(cancel):
-            yield Log(f"fewer than {config.crosscheck} labelled items: fine-tuning without checking it against the "
-                      "start")
+            yield Log(f"fewer than {max(MIN_ITEMS, config.crosscheck)} labelled images/slices: fine-tuning without "
+                      "checking it against the start (halves of so few items say little)")
         return None
     if check.keep_start:
         yield Log(f"{check.describe()}: fine-tuning made held-out items worse, so the model you started from is "
