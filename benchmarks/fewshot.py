@@ -116,7 +116,8 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
     rows.append(dict(task=task.name, base=base, k=0, seed=0, dice=d, iou=u, train_s=0.0))
     for k in ks:
         for seed in seeds:
-            pairs = [TrainingPair(*task.load(n), name=n, rgb=task.rgb) for n in sorted(pick_items(task, k, seed), key=file_order)]
+            names = sorted(pick_items(task, k, seed), key=file_order)
+            pairs = [TrainingPair(*task.load(n), name=n, rgb=task.rgb) for n in names]
             plan = summarise(pairs, model.card.classes)
             t = time.perf_counter()
             outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch")))

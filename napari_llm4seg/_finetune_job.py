@@ -9,7 +9,7 @@ import numpy as np
 
 from llm4seg.events import CancelToken, Log
 from llm4seg.finetune import FinetuneOutcome, TrainingPair, finetune, finetuned_card, summarise
-from llm4seg.models import DEFAULT_NAME, GRAY_MODELS, default_entry, list_models
+from llm4seg.models import DEFAULT_NAME, GRAY_MODELS, find_entry
 from llm4seg.train import NothingToLearn, TrainConfig
 
 from . import _workers
@@ -27,7 +27,7 @@ def shipped_classes(name: str = DEFAULT_NAME) -> list[str] | None:
     """Classes of a shipped checkpoint (header only), or None when unknown until it is loaded."""
     from llm4seg.checkpoint import read_card
 
-    entry = default_entry() if name == DEFAULT_NAME else next((e for e in list_models() if e.name == name), None)
+    entry = find_entry(name)
     try:
         return list(read_card(entry.path).classes) if entry is not None else None
     except (OSError, ValueError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+from ._layers import unwrap
+
 _SESSIONS: dict[int, "Session"] = {}
 
 
@@ -54,6 +56,4 @@ PLUGIN, SEGMENT_WIDGET = "napari-llm4seg", "LLM4Seg: Segment"
 
 def find_segment_widget(viewer: Any) -> Any:
     """The Segment widget of ``viewer``'s LLM4Seg session, or None."""
-    from ._layers import unwrap
-
     return Session.of(unwrap(viewer)).segment

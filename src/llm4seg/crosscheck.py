@@ -118,7 +118,8 @@ def cross_check(start: torch.nn.Module, data: SliceSet, config: TrainConfig, fol
     before, after = [], []
     offset = 0
     for f, held in enumerate(groups):
-        train_set = data.subset([i for i in range(len(data)) if i not in set(held)])
+        out = set(held)
+        train_set = data.subset([i for i in range(len(data)) if i not in out])
         held_set = data.subset(held)
         before += item_dice(start, held_set, device)
         copy_model = copy.deepcopy(start)

@@ -44,8 +44,8 @@ class Log:
     """A line of text for the user; ``level`` "warning" when the job changed course or lost something
     (e.g. no validation set, a smaller batch or the CPU after running out of memory): GUIs notify those.
     ``topic`` (see TOPICS) names what happened, for code: "fallback" (another device than asked),
-    "no-validation" (nothing held out), "memory" (smaller batches after running out of memory), "kept-start" (fine-tuning kept the starting weights
-    because they segmented held-out labelled items better)."""
+    "no-validation" (nothing held out), "memory" (smaller batches after running out of memory), "kept-start"
+    (fine-tuning kept the starting weights because they segmented held-out labelled items better)."""
 
     text: str
     level: str = "info"

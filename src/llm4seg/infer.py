@@ -176,12 +176,10 @@ def iter_segment(
             oom = True
         if oom:  # outside the handler, so that the failed batch's tensors can be freed
             oom, x, out, logits = False, None, None, None
-            before = policy.device
-            batch, now = policy.on_oom()
-            moved = now != before
+            moved = policy.back_off(model)
+            batch = policy.batch
             if moved:
-                device = now
-                model.to(device)
+                device = policy.device
                 net = fast_model(model) if fast else model
             yield Log(policy.message, "warning", topic="fallback" if moved else "memory")
             continue

@@ -88,6 +88,7 @@ def segment_job(
         note, dev = f"{dev} ran out of memory loading the model; LLM4Seg runs on the CPU (slower)", torch.device("cpu")
         model.to(dev)
     if note:
+        notes.append(note)
         yield Log(note, "warning", topic="fallback")
 
     def said(event: Any) -> bool:  # out-of-memory changes inside the run (llm4seg.oom) are kept as notes
@@ -95,7 +96,6 @@ def segment_job(
             notes.append(event.text)
         return isinstance(event, (Progress, Log))
 
-    notes += [note] if note else []
     result = yield from relay(iter_segment(np.asarray(image), model, **kwargs), keep=said)
     dev = next(model.parameters()).device
     if result is None:

@@ -46,6 +46,13 @@ def list_models() -> list[RegistryEntry]:
     return [RegistryEntry(**entry) for entry in data.get("models", [])]
 
 
+def find_entry(name: str) -> RegistryEntry | None:
+    """The registry entry of a shipped name (``default`` included), or None."""
+    if name == DEFAULT_NAME:
+        return default_entry()
+    return next((e for e in list_models() if e.name == name), None)
+
+
 def default_entry() -> RegistryEntry | None:
     entries = list_models()
     return next((e for e in entries if e.default), entries[0] if entries else None)
@@ -62,12 +69,11 @@ def file_sha256(path: Path) -> str:
 def resolve(name_or_path: str | Path) -> Path | None:
     """Path of a checkpoint given by name or path; ``None`` means the untrained default model."""
     text = str(name_or_path)
+    entry = find_entry(text)
+    if entry is not None:
+        return _verified(entry)
     if text == DEFAULT_NAME:
-        entry = default_entry()
-        return None if entry is None else _verified(entry)
-    for entry in list_models():
-        if entry.name == text:
-            return _verified(entry)
+        return None
     path = Path(text).expanduser()
     if path.is_file():
         return path

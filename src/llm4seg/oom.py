@@ -68,3 +68,13 @@ class OomBackoff:
         else:
             raise OutOfMemory(f"out of memory on {where} even one item at a time ({self.task}): {way_out}")
         return self.batch, self.device
+
+    def back_off(self, model: torch.nn.Module) -> bool:
+        """:meth:`on_oom`, then ``model`` moved to the new device when the policy changed device; True when it
+        moved (a job then moves whatever else it holds on the old device)."""
+        before = self.device
+        self.on_oom()
+        if self.device == before:
+            return False
+        model.to(self.device)
+        return True

@@ -115,10 +115,7 @@ def build_feature_cache(
                     raise
                 feats = None
             if feats is None:  # retried outside the handler, so that the failed batch's tensors can be freed
-                before = policy.device
-                policy.on_oom()
-                if policy.device != before:
-                    model.to(policy.device)
+                policy.back_off(model)
                 yield Log(policy.message, "warning", topic="memory")
                 continue
             start = int(idx[-1]) + 1

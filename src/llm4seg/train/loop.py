@@ -334,10 +334,7 @@ def _retry(attempt: Callable[[], Any], policy: OomBackoff | None, undo: Callable
                 raise
         # outside the except block, so the failed attempt's tensors can be freed
         undo()
-        before = policy.device
-        policy.on_oom()
-        if policy.device != before:
-            model.to(policy.device)
+        if policy.back_off(model):
             for state in optimizer.state.values():
                 for key, value in state.items():
                     if torch.is_tensor(value):
