@@ -3,7 +3,8 @@
     python -m benchmarks.fewshot --quick                    # the short form (about 5-10 min on 2 CPU cores)
     python -m benchmarks.fewshot [--tasks isic colondb liver hippocampus ...] [--k 1 3 5 10 20]
                                  [--bases default generalist scratch] [--preset quick] [--seeds 0 1 2]
-                                 [--set lr=2e-3 --set steps=150] [--blend 0.5 0.75] [--json out.json]
+                                 [--set lr=2e-3 --set steps=150] [--blend 0.5 0.75] [--post largest fill]
+                                 [--json out.json]
 
 For each task (``benchmarks/fewshot_tasks.py``), base checkpoint, k and seed: pick k labelled images (2D)
 or k slices spread over the structure (3D), fine-tune with :func:`llm4seg.finetune.finetune` (the widget's
@@ -12,7 +13,9 @@ and score Dice and IoU on every item of the eval set (2D: per-image mean over a 
 or on all other slices of the volume (3D: pooled). k = 0 is the base without fine-tuning. ``scratch`` is
 a new network (no pre-trained CNN weights) trained with the same preset at the same budget.
 ``--blend A`` also scores each fine-tuned model blended back toward its base (``llm4seg.adapt.blend_weights``,
-rows ``<base> blend A``) without training again. Prints mean ± sd over seeds; ``--json`` keeps every run (``benchmarks/fewshot_plot.py`` draws the curves).
+rows ``<base> blend A``) without training again. ``--post largest fill`` also scores the same masks after the Segment
+widget's clean-up (largest component per class, holes filled; in 3D on a volume, per image in 2D), rows
+``<base> +post``. Prints mean ± sd over seeds; ``--json`` keeps every run (``benchmarks/fewshot_plot.py`` draws the curves).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ from llm4seg.adapt import blend_weights, expand_to_rgb
 from llm4seg.events import run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.infer import segment
+from llm4seg.postprocess import PostprocessOptions, postprocess
 from llm4seg.preprocess import Preprocessing
 
 from .fewshot_tasks import Task, pick_items, pick_slices, tasks
@@ -77,19 +81,31 @@ def file_order(name: str) -> tuple[int, str]:
     return len(name), name
 
 
-def _eval_2d(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+def post_options(names: list[str]) -> PostprocessOptions | None:
+    """The clean-up ``--post`` names (``largest``, ``fill``), or None."""
+    return PostprocessOptions(largest="largest" in names, fill_holes="fill" in names) if names else None
+
+
+def _views(pred: np.ndarray, post: PostprocessOptions | None, mode: str) -> dict[str, np.ndarray]:
+    """The masks to score: as segmented (``""``) and, with ``post``, cleaned up (``" +post"``)."""
+    out = {"": pred}
+    if post is not None:
+        out[" +post"] = postprocess(pred, dataclasses.replace(post, mode=mode))
+    return out
+
+
+def _eval_2d(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]],
+             post: PostprocessOptions | None = None) -> dict[str, tuple[float, float]]:
+    """Mean Dice and IoU per view (see :func:`_views`) over the eval items."""
     by_shape: dict[tuple, list[int]] = {}
     for i, (image, _) in enumerate(items):
         by_shape.setdefault(image.shape, []).append(i)
-    dice, iou = [], []
+    per: dict[str, list[tuple[float, float]]] = {}
     for idx in by_shape.values():  # same-sized images are segmented as one stack, as a volume would be
         stack = np.stack([items[i][0] for i in idx])
-        pred = segment(stack, model, volume=True).labels
-        for j, i in enumerate(idx):
-            d, u = scores(pred[j] == 1, items[i][1])
-            dice.append(d)
-            iou.append(u)
-    return float(np.mean(dice)), float(np.mean(iou))
+        for view, pred in _views(segment(stack, model, volume=True).labels, post, "slice").items():
+            per.setdefault(view, []).extend(scores(pred[j] == 1, items[i][1]) for j, i in enumerate(idx))
+    return {view: (float(np.mean([d for d, _ in v])), float(np.mean([u for _, u in v]))) for view, v in per.items()}
 
 
 def blended(base: torch.nn.Module, trained: torch.nn.Module, alphas: list[float]):
@@ -109,11 +125,11 @@ def _config(preset: str, overrides: dict[str, Any], scratch: bool):
 
 
 def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
-           evalset: list, blends: list[float] = ()) -> list[dict]:
+           evalset: list, blends: list[float] = (), post: PostprocessOptions | None = None) -> list[dict]:
     model = load_base(base, task.rgb)
     rows = []
-    d, u = _eval_2d(model, evalset)
-    rows.append(dict(task=task.name, base=base, k=0, seed=0, dice=d, iou=u, train_s=0.0))
+    for view, (d, u) in _eval_2d(model, evalset, post).items():
+        rows.append(dict(task=task.name, base=base + view, k=0, seed=0, dice=d, iou=u, train_s=0.0))
     for k in ks:
         for seed in seeds:
             names = sorted(pick_items(task, k, seed), key=file_order)
@@ -122,29 +138,31 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             t = time.perf_counter()
             outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch")))
             train_s = time.perf_counter() - t
-            d, u = _eval_2d(outcome.model, evalset)
-            rows.append(dict(task=task.name, base=base, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
-                             steps=outcome.result.steps, val_items=outcome.val_items, kept_start=outcome.kept_start,
-                             check=outcome.check.to_dict() if outcome.check else None))
-            print(f"  {task.name} {base} k={k} seed={seed}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)"
-                  f"{check_note(outcome)}", flush=True)
+            for view, (d, u) in _eval_2d(outcome.model, evalset, post).items():
+                rows.append(dict(task=task.name, base=base + view, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
+                                 steps=outcome.result.steps, val_items=outcome.val_items,
+                                 kept_start=outcome.kept_start, check=outcome.check.to_dict() if outcome.check else None))
+                print(f"  {task.name} {base}{view} k={k} seed={seed}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)"
+                      f"{check_note(outcome)}", flush=True)
             for alpha, m in blended(model, outcome.model, blends):
-                d, u = _eval_2d(m, evalset)
+                d, u = _eval_2d(m, evalset)[""]
                 rows.append({**rows[-1], "base": f"{base} blend {alpha:g}", "dice": d, "iou": u})
                 print(f"    blend {alpha:g}: Dice {d:.4f} IoU {u:.4f}", flush=True)
     return rows
 
 
 def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
-           volumes: list, blends: list[float] = ()) -> list[dict]:
+           volumes: list, blends: list[float] = (), post: PostprocessOptions | None = None) -> list[dict]:
     model = load_base(base, False)
     rows = []
     for seed in [0] + [s for s in seeds if s]:
         name, image, mask, window = volumes[seed % len(volumes)]
         prep = dataclasses.replace(model.card.preprocess, window=window)
         if seed == 0 or len(volumes) > 1:
-            d, u = scores(segment(image, model, prep=prep).labels == 1, mask)
-            rows.append(dict(task=task.name, base=base, k=0, seed=seed, dice=d, iou=u, train_s=0.0, volume=name))
+            for view, pred in _views(segment(image, model, prep=prep).labels, post, "3d").items():
+                d, u = scores(pred == 1, mask)
+                rows.append(dict(task=task.name, base=base + view, k=0, seed=seed, dice=d, iou=u, train_s=0.0,
+                                 volume=name))
         for k in ks:
             if seed not in seeds:
                 continue
@@ -159,14 +177,15 @@ def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             others = np.setdiff1d(np.arange(len(mask)), chosen)
             for alpha, m in [(1.0, outcome.model), *blended(model, outcome.model, blends)]:
                 pred = segment(image, m, prep=dataclasses.replace(m.card.preprocess, window=window)).labels
-                d, u = scores(pred[others] == 1, mask[others])
-                label = base if alpha == 1.0 else f"{base} blend {alpha:g}"
-                rows.append(dict(task=task.name, base=label, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
-                                 volume=name, slices=chosen, steps=outcome.result.steps, val_items=outcome.val_items,
-                                 kept_start=outcome.kept_start,
-                                 check=outcome.check.to_dict() if outcome.check else None))
-                print(f"  {task.name} {label} k={k} seed={seed} {name}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)"
-                      f"{check_note(outcome)}", flush=True)
+                for view, p in _views(pred, post if alpha == 1.0 else None, "3d").items():
+                    d, u = scores(p[others] == 1, mask[others])
+                    label = base + view if alpha == 1.0 else f"{base} blend {alpha:g}"
+                    rows.append(dict(task=task.name, base=label, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
+                                     volume=name, slices=chosen, steps=outcome.result.steps,
+                                     val_items=outcome.val_items, kept_start=outcome.kept_start,
+                                     check=outcome.check.to_dict() if outcome.check else None))
+                    print(f"  {task.name} {label} k={k} seed={seed} {name}: Dice {d:.4f} IoU {u:.4f} "
+                          f"({train_s:.0f} s){check_note(outcome)}", flush=True)
     return rows
 
 
@@ -222,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-eval", type=int, help="2D eval-set size (default 200; 60 with --quick)")
     ap.add_argument("--blend", type=float, nargs="+", default=[], metavar="A",
                     help="also score each fine-tuned model blended A of the way from its base (0 < A < 1)")
+    ap.add_argument("--post", nargs="+", default=[], choices=["largest", "fill"],
+                    help="also score the masks cleaned up as the Segment widget can (rows '<base> +post')")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every run and the summary as JSON")
     ap.add_argument("--label", default="", help="name of this run in the plots (default: preset and overrides)")
@@ -232,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     sel = {key: getattr(args, key) or defaults[key] for key in ("tasks", "k", "bases", "seeds")}
     n_eval = args.n_eval or defaults["n_eval"]
     overrides = _overrides(args.set)
+    post = post_options(args.post)
     all_tasks = tasks(n_eval)
     rows: list[dict] = []
     started = time.perf_counter()
@@ -242,9 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         volumes = task.volumes() if task.kind == "3d" else []
         for base in sel["bases"]:
             if task.kind == "2d":
-                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset, args.blend)
+                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset, args.blend, post)
             else:
-                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes, args.blend)
+                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes, args.blend, post)
     table = summary(rows)
     print(f"\nFew-shot fine-tuning, preset {args.preset}{f' with {overrides}' if overrides else ''}; "
           f"2D eval sets of {n_eval} images; {time.perf_counter() - started:.0f} s in all\n")

@@ -1,13 +1,22 @@
-"""Does "Label this next" pick better slices? 5 labelled slices chosen three ways, then a quick fine-tune.
+"""Does "Label this next" pick better slices? 5 labelled slices chosen several ways, then a quick fine-tune.
 
     python -m benchmarks.fewshot_suggest [--tasks liver hippocampus] [--base default] [--seeds 0 1 2]
+                                         [--ways even random suggested corrected output cleared] [--min-area 0.25]
 
 * even: 5 slices spread evenly over the structure (what a careful user does by hand);
 * random: 5 random slices of the structure's extent (seeded);
 * suggested: 2 even slices, a quick fine-tune, then the 3 slices ``llm4seg.suggest`` ranks first (over the
-  whole volume, as the widget does: a suggested slice without the structure adds no labels, as in the widget),
-  and a fine-tune of the base on all 5.
-Dice is pooled over all other slices of the volume. Hippocampus seeds take different volumes.
+  whole volume, as the widget does), and a fine-tune of the base on all 5; a suggested slice without the
+  structure adds nothing (only slices with labels train);
+* corrected: the widget's second round: the Segment output of the first fine-tune, its 3 suggested slices
+  corrected, pairs with the image and only those slices train (``TrainingPair.slices``), also when the
+  correction left them empty (a false object erased);
+* output: the same, but every slice of the corrected output with labels trains, the uncorrected predictions
+  too (the widget before it trained on corrected slices only);
+* cleared: 5 even slices, a quick fine-tune, then the user erases the false objects on the 2 slices outside the
+  structure where the fine-tuned model draws most (``TrainingPair.slices``: those train as all background), and
+  a fine-tune of the base on the 5 + 2 (7 slices of effort; scored on the slices other than the 7).
+Dice is pooled over all other slices of the volume (not the 5). Hippocampus seeds take different volumes.
 """
 from __future__ import annotations
 
@@ -28,10 +37,16 @@ from .fewshot import load_base, scores
 from .fewshot_tasks import pick_slices, tasks
 
 
-def _tune(model, image, mask, chosen, prep, seed):
+WAYS = ("even", "random", "suggested", "corrected", "output", "cleared")
+
+
+def _tune(model, image, mask, chosen, prep, seed, slices=None, output=None):
     sparse = np.zeros_like(mask)
     sparse[chosen] = mask[chosen]
-    plan = summarise([TrainingPair(image, sparse, name="v")], model.card.classes)
+    pairs = [TrainingPair(image, sparse, name="v", slices=slices)]
+    if output is not None:  # the corrected Segment output as a second pair, as the widget pairs it
+        pairs = [TrainingPair(image, sparse, name="v"), TrainingPair(image, output, name="out")]
+    plan = summarise(pairs, model.card.classes)
     return run_to_end(finetune(model, plan, preset_config("quick", seed=seed), prep=prep)).model
 
 
@@ -42,7 +57,17 @@ def _score(model, image, mask, chosen, window):
     return scores(pred[others] == 1, mask[others])[0]
 
 
-def run(task_name: str, base_name: str, seed: int, min_area: float = 0.25) -> dict:
+def _cleared(base, image, mask, chosen, prep, window, seed, n: int = 2) -> tuple[float, list[int]]:
+    """Dice after a second fine-tune that also learns the ``n`` empty slices the first one gets most wrong."""
+    tuned = _tune(base, image, mask, chosen, prep, seed)
+    pred = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window)).labels
+    false = np.where(mask.reshape(len(mask), -1).any(axis=1), 0, (pred == 1).reshape(len(pred), -1).sum(axis=1))
+    erased = [int(z) for z in np.argsort(-false)[:n] if false[z] > 0]
+    both = sorted(set(chosen) | set(erased))
+    return _score(_tune(base, image, mask, both, prep, seed, slices=both), image, mask, both, window), erased
+
+
+def run(task_name: str, base_name: str, seed: int, ways: list[str], min_area: float = 0.25) -> dict:
     task = tasks()[task_name]
     volumes = task.volumes()
     name, image, mask, window = volumes[seed % len(volumes)]
@@ -53,16 +78,29 @@ def run(task_name: str, base_name: str, seed: int, min_area: float = 0.25) -> di
     picks = {"even": pick_slices(mask, 5, 0 if len(volumes) > 1 else seed),
              "random": sorted(rng.choice(zs, 5, replace=False).tolist())}
     out = {"task": task_name, "volume": name, "seed": seed}
-    for how, chosen in picks.items():
-        out[how] = _score(_tune(base, image, mask, chosen, prep, seed), image, mask, chosen, window)
+    for how in ("even", "random"):
+        if how in ways:
+            out[how] = _score(_tune(base, image, mask, picks[how], prep, seed), image, mask, picks[how], window)
+    if "cleared" in ways:
+        out["cleared"], out["cleared_slices"] = _cleared(base, image, mask, picks["even"], prep, window, seed)
+    if not {"suggested", "corrected", "output"} & set(ways):
+        print(out, flush=True)
+        return out
     t = time.perf_counter()
     first = pick_slices(mask, 2, 0)
     tuned = _tune(base, image, mask, first, prep, seed)
-    probs = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window),
-                    return_probs=True).probs
-    chosen = sorted(first + [s.z for s in suggest_slices(probs, first, 3, min_area=min_area)])
-    out["suggested"] = _score(_tune(base, image, mask, chosen, prep, seed), image, mask, chosen, window)
+    seg = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window), return_probs=True)
+    added = [s.z for s in suggest_slices(seg.probs, first, 3, min_area=min_area)]
+    chosen = sorted(first + added)
     out["suggested_slices"], out["suggest_s"] = chosen, time.perf_counter() - t
+    out["suggested_empty"] = int(sum(not mask[z].any() for z in added))
+    corrected = seg.labels.astype(mask.dtype)
+    corrected[added] = mask[added]
+    corrected[first] = 0  # the painted slices are in the first pair
+    variants = {"suggested": {}, "corrected": {"slices": chosen}, "output": {"output": corrected}}
+    for how, extra in variants.items():
+        if how in ways:
+            out[how] = _score(_tune(base, image, mask, chosen, prep, seed, **extra), image, mask, chosen, window)
     print(out, flush=True)
     return out
 
@@ -72,18 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tasks", nargs="+", default=["liver", "hippocampus"])
     ap.add_argument("--base", default="default")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-area", type=float, default=0.25, help="suggest_slices(min_area=...)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = [run(t, args.base, s, args.min_area) for t in args.tasks for s in args.seeds]
+    rows = [run(t, args.base, s, args.ways, args.min_area) for t in args.tasks for s in args.seeds]
     print(f"\n5 labelled slices, quick fine-tune from {args.base} (min_area {args.min_area}): Dice on the other slices "
           "(mean ± sd over seeds)\n")
-    print("| task | even | random | 2 even + 3 suggested | seeds |\n|---|---|---|---|---|")
+    ways = [w for w in WAYS if w in args.ways]
+    print(f"| task | {' | '.join(ways)} | seeds |\n|---|{'---|' * len(ways)}---|")
     for t in args.tasks:
         rs = [r for r in rows if r["task"] == t]
         cells = []
-        for how in ("even", "random", "suggested"):
+        for how in ways:
             v = [r[how] for r in rs]
             cells.append(f"{statistics.fmean(v):.3f} ± {statistics.stdev(v) if len(v) > 1 else 0:.3f}")
         print(f"| {t} | {' | '.join(cells)} | {len(rs)} |")

@@ -88,8 +88,9 @@ def outcome_text(outcome: FinetuneOutcome) -> tuple[str, str]:
 
 def suggest_job(base: Any, pair: TrainingPair, window: tuple[float, float] | None, k: int = 5
                 ) -> Generator[Any, None, list]:
-    """Segment ``pair``'s image with probabilities and rank its unlabelled slices by uncertainty
-    (``llm4seg.suggest``). ``base`` None loads the default model."""
+    """Segment ``pair``'s image with probabilities and rank its unlabelled slices (those not in
+    ``pair.slices``, or without labels) by uncertainty (``llm4seg.suggest``). ``base`` None loads the default
+    model."""
     from llm4seg.infer import iter_segment
     from llm4seg.suggest import suggest_slices
 
@@ -100,6 +101,7 @@ def suggest_job(base: Any, pair: TrainingPair, window: tuple[float, float] | Non
     result = yield from _workers.forward(iter_segment(pair.image, base, volume=True, prep=prep, return_probs=True))
     if result is None:
         return []
-    labelled = np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1)).tolist()
+    labelled = (list(pair.slices) if pair.slices is not None  # a corrected output: its corrected slices
+                else np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1)).tolist())
     probs = result.probs if result.probs.ndim == 3 else result.probs.transpose(1, 0, 2, 3)  # (K, Z, ..) → (Z, K, ..)
     return suggest_slices(probs, labelled, k)

@@ -3,7 +3,8 @@
 By default every Labels layer the user made (created, opened, or painted into) is paired with the Image
 layer of the same shape (the one it was segmented from when known). The Segment widget's output joins the
 list when the user first paints a correction into it: an uncorrected output would only teach the model its
-own mistakes. The list follows the viewer: pairs of removed layers go, renamed layers are shown by their
+own mistakes. For the same reason only the slices corrected in an output volume train, also those the
+correction left empty (a false object erased), so "nothing here" is learnt too. The list follows the viewer: pairs of removed layers go, renamed layers are shown by their
 new names, and new Labels layers are paired as they appear (unless the user removed that pair).
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from llm4seg.finetune import TrainingPair
 
 from ._layers import META_KEY, image_data, is_plugin_writing, is_untouched_output, mark_edited, spatial_shape
 from ._qtutil import row as _row
+from ._session import find_segment_widget
 
 LABELLED, ZRANGE = "labelled", "range"
 
@@ -89,7 +91,8 @@ class PairsPanel(QGroupBox):
         self.list.setSelectionMode(QListWidget.SelectionMode.ExtendedSelection)
         self.list.setToolTip("Pairs fine-tuning trains on (labels ← image). Each Labels layer you made is paired "
                              "with the image of the same shape; a Segment result joins once you paint a "
-                             "correction into it (or add it with Add pair).")
+                             "correction into it (or add it with Add pair). Of a result volume only the slices "
+                             "you corrected train, also a slice where you erased everything (no object there).")
         self.remove_button = QPushButton("Remove")
         self.remove_button.setToolTip("Leave the selected pairs out of training (the layers stay in the viewer).")
         self.remove_button.clicked.connect(self.remove_selected)
@@ -98,7 +101,8 @@ class PairsPanel(QGroupBox):
         self.mode = QComboBox()
         self.mode.addItem("slices with labels", LABELLED)
         self.mode.addItem("every slice of a z-range", ZRANGE)
-        self.mode.setToolTip("Volumes: train on the slices that contain labels, or on every slice of a z-range "
+        self.mode.setToolTip("Volumes: train on the slices that contain labels (of a Segment result: the slices "
+                             "you corrected), or on every slice of a z-range "
                              "(slices without labels there count as all background).")
         self.z0 = QSpinBox(maximum=100_000)
         self.z0.setToolTip("First slice of the z-range (0-based, included).")
@@ -149,9 +153,21 @@ class PairsPanel(QGroupBox):
         self._refresh()
 
     def training_pairs(self) -> list[TrainingPair]:
-        """The pairs as arrays (views of the layers' data: read only)."""
+        """The pairs as arrays (views of the layers' data: read only). Of a Segment output volume, only the
+        slices the user corrected train, also those left empty (``TrainingPair.slices``)."""
         return [TrainingPair(image_data(im), image_data(lab), name=f"{lab.name} ← {im.name}",
-                             rgb=bool(getattr(im, "rgb", False))) for im, lab in self._pairs]
+                             rgb=bool(getattr(im, "rgb", False)), slices=self._corrected(im, lab))
+                for im, lab in self._pairs]
+
+    def _corrected(self, image: Image, labels: Labels) -> list[int] | None:
+        """Slices of a Segment output volume the user changed since the plugin wrote them; None for any
+        other pair (its slices with labels train)."""
+        seg = find_segment_widget(self.viewer)
+        shape = _shape(labels)
+        record = seg.outputs.record_for(image, shape) if seg is not None and len(shape) == 3 else None
+        if record is None or record.layer is not labels:
+            return None
+        return sorted(seg.outputs.edited_slices(record))
 
     def z_range(self) -> tuple[int, int] | None:
         """(start, stop exclusive) in z-range mode, else None (slices with labels)."""

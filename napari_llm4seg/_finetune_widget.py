@@ -7,6 +7,7 @@ them to the Segment widget, "Save as…" writes a checkpoint with the provenance
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -198,7 +199,7 @@ class FineTuneWidget(ResultActions, QWidget):
         plan = self.plan()
         if not plan.ok:
             return self._refuse(plan.reason())
-        pairs = [TrainingPair(p.image, snapshot_labels(p.labels), p.name, p.rgb) for p in plan.pairs]
+        pairs = [dataclasses.replace(p, labels=snapshot_labels(p.labels)) for p in plan.pairs]
         config = self.options.config()
         # train where the Segment widget runs (auto: CUDA > MPS > CPU), on the CPU when that is unavailable
         device, note = _workers.pick_device(seg.device_choice if seg is not None else "auto")

@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "src"))
 ARMS = ("baseline", "pretrained", "random", "adapters")
 LABELS = {"baseline": "CMUNeXt baseline", "pretrained": "+ frozen SmolLM2 layer 15",
           "random": "+ random layer (reference init)", "adapters": "+ adapters only, no layer"}
+SHORT = {"baseline": "baseline", "pretrained": "+ SmolLM2\nlayer", "random": "+ random\nlayer",
+         "adapters": "+ adapters\nonly"}
 
 
 def folds_of(names: list[str], k: int, seed: int) -> list[list[str]]:
@@ -124,6 +126,43 @@ def report(folder: Path, metric: str = "iou") -> tuple[str, dict]:
     return "\n".join(lines), summary
 
 
+def plot(folder: Path, out: Path, metric: str = "iou") -> None:
+    """Two panels: each arm's held-out score per fold (lines pair the folds), and the paired per-image
+    difference to the baseline with its bootstrap 95 % interval. Needs matplotlib (the ``bench`` extra)."""
+    import matplotlib
+
+    matplotlib.use("svg")
+    import matplotlib.pyplot as plt
+
+    _, summary = report(folder, metric)
+    arms = [a for a in ARMS if a in summary]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.1, 1]})
+    folds = np.array([summary[a]["per_fold"] for a in arms])  # (arms, folds)
+    x = np.arange(len(arms))
+    for k in range(folds.shape[1]):
+        left.plot(x, folds[:, k], "o-", color="0.6", lw=0.8, ms=4, label="one fold" if k == 0 else None)
+    left.errorbar(x, folds.mean(axis=1), yerr=folds.std(axis=1, ddof=1) if folds.shape[1] > 1 else None,
+                  fmt="s", color="#1f77b4", capsize=4, label="mean ± sd over folds")
+    left.set_xticks(x, [SHORT[a] for a in arms], fontsize=8)
+    left.set_ylabel(f"held-out {metric.upper()} (per-image mean)")
+    left.legend(fontsize=7, loc="lower left")
+    others = [a for a in arms if a != "baseline"]
+    y = np.arange(len(others))[::-1]
+    deltas = [summary[a]["delta"] for a in others]
+    lo = [summary[a]["delta"] - summary[a]["ci"][0] for a in others]
+    hi = [summary[a]["ci"][1] - summary[a]["delta"] for a in others]
+    right.errorbar(deltas, y, xerr=[lo, hi], fmt="o", color="#d62728", capsize=4)
+    right.axvline(0.0, color="0.3", lw=0.8, ls="--")
+    right.set_yticks(y, [SHORT[a].replace("\n", " ") for a in others], fontsize=8)
+    right.set_xlabel(f"{metric.upper()} − baseline, per image (95 % bootstrap CI)")
+    fig.suptitle(f"BUSI ablation, {folds.shape[1]} fold(s), each image scored when its fold is held out",
+                 fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -139,10 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     q = sub.add_parser("report")
     q.add_argument("folder", type=Path)
     q.add_argument("--metric", choices=("iou", "dice"), default="iou")
+    q.add_argument("--svg", type=Path, help="also draw the per-fold scores and the paired differences")
     args = ap.parse_args(argv)
     if args.command == "report":
         text, _ = report(args.folder, args.metric)
         print(text)
+        if args.svg:
+            plot(args.folder, args.svg, args.metric)
+            print(f"wrote {args.svg}")
         return 0
     from llm4seg.train.sources import find_sources
 

@@ -43,6 +43,9 @@ def test_run_scores_each_held_out_image_once_and_report_pairs_them(tmp_path, cap
     assert abs(summary["adapters"]["delta"] - expected) < 1e-9
     lo, hi = summary["adapters"]["ci"]
     assert lo <= expected <= hi
+    ablation.plot(out, tmp_path / "plot.svg")
+    svg = (tmp_path / "plot.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "2 fold(s)" in svg
 
 
 def test_bootstrap_interval_covers_a_known_mean():

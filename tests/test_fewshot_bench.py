@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmarks.fewshot import _overrides, scores, summary
+from benchmarks.fewshot import _overrides, _views, post_options, scores, summary
 from benchmarks.fewshot_tasks import pick_slices
 
 
@@ -34,3 +34,14 @@ def test_scores_and_summary():
 def test_overrides_are_typed():
     assert _overrides(["steps=150", "lr=3e-4", "augment=true", "crop=none", "train=all"]) == {
         "steps": 150, "lr": 3e-4, "augment": True, "crop": None, "train": "all"}
+
+
+def test_post_view_cleans_the_same_masks():
+    pred = np.zeros((3, 12, 12), np.uint8)
+    pred[:, 2:8, 2:8] = 1
+    pred[1, 4, 4] = 0  # a hole (closed in 3D)
+    pred[1, 10, 10] = 1  # a stray pixel
+    assert list(_views(pred, None, "3d")) == [""]
+    views = _views(pred, post_options(["largest", "fill"]), "3d")
+    assert views[""] is pred and views[" +post"][1, 4, 4] and not views[" +post"][1, 10, 10]
+    assert post_options([]) is None

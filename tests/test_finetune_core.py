@@ -35,6 +35,22 @@ def test_summarise_counts_and_problems():
     rgb = np.stack([img] * 3, axis=-1)
     assert summarise([TrainingPair(rgb, mask, "rgb", rgb=True)], CLASSES).ok
 
+
+def test_listed_slices_train_and_empty_ones_are_background():
+    """A pair's listed slices (those corrected in a Segment output) train, also when left empty; its other
+    slices do not, even with labels (the model's own uncorrected guesses)."""
+    img, mask = disk_image(32, 32)
+    vol = np.stack([img] * 6)
+    lab = np.zeros((6, 32, 32), np.uint8)
+    lab[1], lab[4] = mask, mask
+    plan = summarise([TrainingPair(vol, lab, "v", slices=[1, 3, 9])], CLASSES)  # 9: not a slice, ignored
+    assert plan.ok and plan.slices == [[1, 3]] and plan.cleared == 1
+    assert plan.pixels["background"] == 2 * 32 * 32 - int(mask.sum())
+    assert "2 slices (1 corrected to empty" in plan.describe()
+    assert summarise([TrainingPair(vol, lab, "v")], CLASSES).slices == [[1, 4]]  # default: slices with labels
+    only_empty = summarise([TrainingPair(vol, np.zeros_like(lab), "v", slices=[2])], CLASSES)
+    assert not only_empty.ok and "no labelled object" in only_empty.reason()
+
     empty = summarise([TrainingPair(img, np.zeros_like(mask), "e")], CLASSES)
     assert not empty.ok and "no labelled image" in empty.reason() and "skipped" in empty.notes[0]
     assert "no training pair" in summarise([], CLASSES).reason()

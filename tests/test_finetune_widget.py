@@ -342,6 +342,28 @@ def test_segment_output_pairs_only_once_the_user_corrects_it(make_widgets, notes
     assert ft.pairs_panel.pairs() == []
 
 
+def test_only_corrected_slices_of_a_segment_output_train(make_widgets, qtbot):
+    """Of a Segment output volume, the slices the user corrected train, one erased to empty as background."""
+    from _widget_models import ThresholdModel
+
+    model = ThresholdModel()
+    viewer, seg, ft = make_widgets(model)
+    vol, _ = ct_volume(z=5, h=16, w=16)
+    viewer.add_image(vol, name="ct")
+    assert seg.run(viewer.layers["ct"])
+    qtbot.waitUntil(lambda: not seg.busy, timeout=TIMEOUT)
+    out = viewer.layers["ct labels"]
+    assert out.data[3].any() and ft.pairs_panel.pairs() == []
+    zz, yy, xx = np.nonzero(out.data[3:4])
+    out.data_setitem((zz + 3, yy, xx), 0)  # the user erases everything on slice 3
+    qtbot.waitUntil(lambda: len(ft.pairs_panel.pairs()) == 1, timeout=TIMEOUT)
+    out.data_setitem((np.array([1]), np.array([0]), np.array([0])), 1)  # and adds a pixel on slice 1
+    [pair] = ft.pairs_panel.training_pairs()
+    assert list(pair.slices) == [1, 3] and not pair.labels[3].any()
+    plan = ft.plan()  # only the corrected slices: the others are the model's own guesses
+    assert plan.slices == [[1, 3]] and plan.cleared == 1 and "1 corrected to empty" in plan.describe()
+
+
 def test_a_bad_pair_is_left_out_not_blocking(make_widgets):
     viewer, _, ft = make_widgets()
     add_pairs(viewer, 1)

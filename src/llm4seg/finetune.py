@@ -51,12 +51,16 @@ def preset_config(name: str, **overrides: Any) -> TrainConfig:
 class TrainingPair:
     """An image and its label map (0 = background, k = class k). ``rgb``: the image's last axis is colour.
 
-    2D labels (H, W) pair with a 2D image; 3D labels (Z, H, W) with a volume, trained slice by slice."""
+    2D labels (H, W) pair with a 2D image; 3D labels (Z, H, W) with a volume, trained slice by slice.
+    ``slices``: the slices of a volume that train, e.g. those the user corrected in a Segment output (its
+    other slices are the model's own guesses); a listed slice left empty trains as all background (a false
+    object erased teaches "nothing here"). None: the slices that contain labels."""
 
     image: Any
     labels: Any
     name: str = ""
     rgb: bool = False
+    slices: Sequence[int] | None = None
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -76,6 +80,7 @@ class PairPlan:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     z_range: tuple[int, int] | None = None
+    cleared: int = 0  # listed slices without any label (corrected to empty): all background
 
     @property
     def ok(self) -> bool:
@@ -91,7 +96,8 @@ class PairPlan:
             return "nothing to train on"
         fg = ", ".join(f"{name} {self.pixels.get(name, 0):,}" for name in self.class_names[1:])
         n, s = len(self.pairs), self.n_slices
-        return f"{n} pair{'s' * (n != 1)}, {s} slice{'s' * (s != 1)}; labelled pixels: {fg}"
+        cleared = f" ({self.cleared} corrected to empty: background there)" if self.cleared else ""
+        return f"{n} pair{'s' * (n != 1)}, {s} slice{'s' * (s != 1)}{cleared}; labelled pixels: {fg}"
 
     def reason(self) -> str:
         """Why nothing can be trained (empty when it can)."""
@@ -106,8 +112,8 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
               z_range: tuple[int, int] | None = None) -> PairPlan:
     """Check ``pairs`` against the model's ``class_names`` and count what would be trained on.
 
-    Volumes use the slices that contain labels, or every slice of ``z_range`` (start, stop exclusive) when
-    given; 2D pairs without any label are skipped (noted). A pair with label values above the model's
+    Volumes use the pair's ``slices`` (default: those that contain labels), or every slice of ``z_range``
+    (start, stop exclusive) when given; 2D pairs without any label are skipped (noted). A pair with label values above the model's
     classes, a shape mismatch or non-integer labels is left out with a note naming the fix; it is a
     problem (blocking) only when no usable pair is left. ``class_names`` None (model not known yet) accepts any
     value and names them ``class k``. Reads the arrays only.
@@ -133,8 +139,11 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
             rejected.append(f"{name}: {labels.ndim}D labels; fine-tuning takes 2D images or Z×H×W volumes")
             continue
         stack = labels if labels.ndim == 3 else labels[None]
+        listed = labels.ndim == 3 and pair.slices is not None and z_range is None
         if z_range is not None and labels.ndim == 3:
             zs = list(range(max(0, z_range[0]), min(len(stack), z_range[1])))
+        elif listed:
+            zs = sorted({int(z) for z in pair.slices if 0 <= int(z) < len(stack)})
         else:
             zs = np.flatnonzero(stack.reshape(len(stack), -1).any(axis=1)).tolist()
         if not zs:
@@ -157,6 +166,7 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
             total = np.pad(total, (0, len(counts) - len(total)))
         total[:len(counts)] += counts
         plan.pairs.append(pair)
+        plan.cleared += int((~stack[zs].reshape(len(zs), -1).any(axis=1)).sum()) if listed else 0
         plan.slices.append([int(z) for z in zs] if labels.ndim == 3 else [0])
     if plan.pairs:  # a bad pair never blocks the good ones: it is left out, and the plan says why
         plan.notes += [f"{reason} (this pair is left out)" for reason in rejected]
