@@ -130,7 +130,7 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
     rows = []
     for view, (d, u) in _eval_2d(model, evalset, post).items():
         rows.append(dict(task=task.name, base=base + view, k=0, seed=0, dice=d, iou=u, train_s=0.0))
-    for k in ks:
+    for k in (k for k in ks if k > 0):  # k = 0 is the base row above
         for seed in seeds:
             names = sorted(pick_items(task, k, seed), key=file_order)
             pairs = [TrainingPair(*task.load(n), name=n, rgb=task.rgb) for n in names]
@@ -164,7 +164,7 @@ def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
                 rows.append(dict(task=task.name, base=base + view, k=0, seed=seed, dice=d, iou=u, train_s=0.0,
                                  volume=name))
         for k in ks:
-            if seed not in seeds:
+            if seed not in seeds or k == 0:  # k = 0 is the base row above
                 continue
             chosen = pick_slices(mask, k, seed if len(volumes) == 1 else 0)
             sparse = np.zeros_like(mask)

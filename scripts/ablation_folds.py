@@ -56,7 +56,6 @@ def run_one(arm: str, fold: int, folds: list[list[str]], args: argparse.Namespac
     import torch
 
     from llm4seg.events import CancelToken, run_to_end
-    from llm4seg.infer import segment
     from llm4seg.model import build_model
     from llm4seg.preprocess import Preprocessing
     from llm4seg.train import TrainConfig, build_slices, fit
@@ -75,19 +74,25 @@ def run_one(arm: str, fold: int, folds: list[list[str]], args: argparse.Namespac
     t0 = time.perf_counter()
     result = run_to_end(fit(model, train, None, config, CancelToken()), lambda e: None)
     seconds = time.perf_counter() - t0
-    trained = result.model
+    return {"arm": arm, "fold": fold, "steps": args.steps, "seconds": round(seconds, 1), "size": args.size,
+            "seed": args.seed + fold, "images": score_held_out(result.model, sources, held, prep)}
+
+
+def score_held_out(model, sources, held: set[str], prep) -> dict[str, dict[str, float]]:
+    """IoU and Dice of ``model`` on each source named in ``held``, at the image's native size."""
+    from llm4seg.infer import segment
+
     scores = {}
     for src in sources:
         if src.name not in held:
             continue
         image, labels = src.load()
         truth = labels > 0
-        pred = segment(image, trained, prep=prep).labels == 1
+        pred = segment(image, model, prep=prep).labels == 1
         inter, union, total = (pred & truth).sum(), (pred | truth).sum(), pred.sum() + truth.sum()
         scores[src.name] = {"iou": float(inter / union) if union else 1.0,
                             "dice": float(2 * inter / total) if total else 1.0}
-    return {"arm": arm, "fold": fold, "steps": args.steps, "seconds": round(seconds, 1), "size": args.size,
-            "seed": args.seed + fold, "images": scores}
+    return scores
 
 
 def bootstrap_ci(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[float, float]:
@@ -97,45 +102,48 @@ def bootstrap_ci(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> tuple[flo
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def report(folder: Path, metric: str = "iou") -> tuple[str, dict]:
-    """Markdown table: per-arm mean ± sd over folds and the paired difference to the baseline with its CI."""
+def report(folder: Path, metric: str = "iou", arms: tuple[str, ...] = ARMS, labels: dict[str, str] = LABELS,
+           reference: str = "baseline") -> tuple[str, dict]:
+    """Markdown table: per-arm mean ± sd over the folds every arm has, and the paired per-image difference
+    to the ``reference`` arm with its bootstrap CI."""
     runs: dict[str, dict[int, dict]] = {}
     for f in sorted(folder.glob("*-fold*.json")):
         r = json.loads(f.read_text())
         runs.setdefault(r["arm"], {})[r["fold"]] = r
-    arms = [a for a in ARMS if a in runs]
+    arms = [a for a in arms if a in runs]
     folds = sorted(set.intersection(*(set(runs[a]) for a in arms))) if arms else []
-    lines = [f"| arm | {metric.upper()} per fold | mean ± sd over folds | Δ vs baseline per image (95 % CI) | images |",
-             "|---|---|---|---|---|"]
+    lines = [f"| arm | {metric.upper()} per fold | mean ± sd over folds | Δ vs {reference} per image (95 % CI) "
+             "| images |", "|---|---|---|---|---|"]
     summary = {}
-    base = {n: v[metric] for k in folds for n, v in runs.get("baseline", {}).get(k, {}).get("images", {}).items()}
+    base = {n: v[metric] for k in folds for n, v in runs.get(reference, {}).get(k, {}).get("images", {}).items()}
     for arm in arms:
         per_fold = [float(np.mean([v[metric] for v in runs[arm][k]["images"].values()])) for k in folds]
         images = {n: v[metric] for k in folds for n, v in runs[arm][k]["images"].items()}
         delta = "-"
-        if arm != "baseline" and base:
+        if arm != reference and base:
             common = sorted(set(images) & set(base))
             d = np.array([images[n] - base[n] for n in common])
             lo, hi = bootstrap_ci(d)
             delta = f"{d.mean():+.4f} ({lo:+.4f} to {hi:+.4f})"
             summary[arm] = {"delta": float(d.mean()), "ci": [lo, hi]}
         sd = float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0
-        lines.append(f"| {LABELS[arm]} | {', '.join(f'{v:.4f}' for v in per_fold)} | {np.mean(per_fold):.4f} ± "
+        lines.append(f"| {labels.get(arm, arm)} | {', '.join(f'{v:.4f}' for v in per_fold)} | {np.mean(per_fold):.4f} ± "
                      f"{sd:.4f} | {delta} | {len(images)} |")
         summary.setdefault(arm, {}).update(per_fold=per_fold, mean=float(np.mean(per_fold)), sd=sd)
     return "\n".join(lines), summary
 
 
-def plot(folder: Path, out: Path, metric: str = "iou") -> None:
+def plot(folder: Path, out: Path, metric: str = "iou", arms: tuple[str, ...] = ARMS, names: dict[str, str] = SHORT,
+         reference: str = "baseline", title: str = "BUSI ablation") -> None:
     """Two panels: each arm's held-out score per fold (lines pair the folds), and the paired per-image
-    difference to the baseline with its bootstrap 95 % interval. Needs matplotlib (the ``bench`` extra)."""
+    difference to the ``reference`` arm with its bootstrap 95 % interval. Needs matplotlib (``bench`` extra)."""
     import matplotlib
 
     matplotlib.use("svg")
     import matplotlib.pyplot as plt
 
-    _, summary = report(folder, metric)
-    arms = [a for a in ARMS if a in summary]
+    _, summary = report(folder, metric, arms, reference=reference)
+    arms = [a for a in arms if a in summary]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1.1, 1]})
     folds = np.array([summary[a]["per_fold"] for a in arms])  # (arms, folds)
     x = np.arange(len(arms))
@@ -143,20 +151,19 @@ def plot(folder: Path, out: Path, metric: str = "iou") -> None:
         left.plot(x, folds[:, k], "o-", color="0.6", lw=0.8, ms=4, label="one fold" if k == 0 else None)
     left.errorbar(x, folds.mean(axis=1), yerr=folds.std(axis=1, ddof=1) if folds.shape[1] > 1 else None,
                   fmt="s", color="#1f77b4", capsize=4, label="mean ± sd over folds")
-    left.set_xticks(x, [SHORT[a] for a in arms], fontsize=8)
+    left.set_xticks(x, [names.get(a, a) for a in arms], fontsize=8)
     left.set_ylabel(f"held-out {metric.upper()} (per-image mean)")
     left.legend(fontsize=7, loc="lower left")
-    others = [a for a in arms if a != "baseline"]
+    others = [a for a in arms if a != reference]
     y = np.arange(len(others))[::-1]
     deltas = [summary[a]["delta"] for a in others]
     lo = [summary[a]["delta"] - summary[a]["ci"][0] for a in others]
     hi = [summary[a]["ci"][1] - summary[a]["delta"] for a in others]
     right.errorbar(deltas, y, xerr=[lo, hi], fmt="o", color="#d62728", capsize=4)
     right.axvline(0.0, color="0.3", lw=0.8, ls="--")
-    right.set_yticks(y, [SHORT[a].replace("\n", " ") for a in others], fontsize=8)
-    right.set_xlabel(f"{metric.upper()} − baseline, per image (95 % bootstrap CI)")
-    fig.suptitle(f"BUSI ablation, {folds.shape[1]} fold(s), each image scored when its fold is held out",
-                 fontsize=10)
+    right.set_yticks(y, [names.get(a, a).replace("\n", " ") for a in others], fontsize=8)
+    right.set_xlabel(f"{metric.upper()} − {names.get(reference, reference)}, per image (95 % bootstrap CI)")
+    fig.suptitle(f"{title}, {folds.shape[1]} fold(s), each image scored when its fold is held out", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

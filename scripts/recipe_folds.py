@@ -1,0 +1,156 @@
+"""Which training recipe gives the best BUSI model for a fixed CPU budget? Paired, cross-validated.
+
+    python scripts/recipe_folds.py run --out runs/recipes [--folds 2] [--minutes 40] [--recipes ...]
+    python scripts/recipe_folds.py report runs/recipes [--svg docs/images/recipes.svg]
+
+Every recipe trains the shipped architecture (CMUNeXt + the frozen SmolLM2 layer, from the same CNN start per
+fold) on the same ``--folds`` folds of the 452 BUSI pairs as ``scripts/ablation_folds.py`` (same seeded split),
+for the same wall-clock budget: a short probe times the recipe's steps on this machine and its schedule is
+sized to ``--minutes``, so a 256² recipe gets about a quarter of the steps of a 128² one. The *last* weights
+are scored on every held-out image at native size (nothing is chosen on the reported fold). Each (recipe, fold)
+writes ``<out>/<recipe>-fold<k>.json`` and is skipped when it exists, so an interrupted study continues with
+the same command. ``report`` prints mean ± sd over folds and the paired per-image difference to the paper's
+recipe with a bootstrap 95 % CI. Run it in the background, alone on the CPU (the probe's timing decides
+the number of steps).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from ablation_folds import folds_of, plot, report, score_held_out  # noqa: E402
+
+# name: (input size, TrainConfig settings); all use batch 8 unless stated, flips + rot90, BCE + Dice
+RECIPES: dict[str, tuple[int, dict]] = {
+    "paper-sgd": (128, dict(optimizer="sgd", lr=0.01, momentum=0.9, schedule="poly", warmup_steps=0)),
+    "adamw-1e-3": (128, dict(optimizer="adamw", lr=1e-3, schedule="cosine", warmup_steps=100)),
+    "adamw-2e-3": (128, dict(optimizer="adamw", lr=2e-3, schedule="cosine", warmup_steps=100)),
+    "adamw-5e-3": (128, dict(optimizer="adamw", lr=5e-3, schedule="cosine", warmup_steps=100)),
+    "adamw-2e-3-b4": (128, dict(optimizer="adamw", lr=2e-3, schedule="cosine", warmup_steps=100, batch_size=4)),
+    "adamw-2e-3-256": (256, dict(optimizer="adamw", lr=2e-3, schedule="cosine", warmup_steps=100)),
+}
+LABELS = {
+    "paper-sgd": "paper: SGD 0.01, momentum 0.9, poly 0.9, 128²",
+    "adamw-1e-3": "AdamW 1e-3, warm-up + cosine, 128²",
+    "adamw-2e-3": "AdamW 2e-3, warm-up + cosine, 128²",
+    "adamw-5e-3": "AdamW 5e-3, warm-up + cosine, 128²",
+    "adamw-2e-3-b4": "AdamW 2e-3, batch 4, 128²",
+    "adamw-2e-3-256": "AdamW 2e-3, warm-up + cosine, 256²",
+}
+PROBE_STEPS = 6
+
+
+def train_config(recipe: str, steps: int, seed: int, threads: int):
+    from llm4seg.train import TrainConfig
+
+    settings = {"batch_size": 8, "weight_decay": 1e-4, **RECIPES[recipe][1]}
+    settings["warmup_steps"] = min(settings["warmup_steps"], steps // 10)
+    return TrainConfig(preset=f"recipe {recipe}", steps=steps, augment=True, select="last", seed=seed,
+                       device="cpu", num_threads=threads, **settings)
+
+
+def seconds_per_step(recipe: str, train, model_config, seed: int, threads: int) -> float:
+    """Wall time of one training step of ``recipe`` on this machine (after one warm-up step)."""
+    from llm4seg.events import CancelToken, Progress, run_to_end
+    from llm4seg.model import build_model
+    from llm4seg.train import fit
+
+    ends: list[float] = []  # the end of each training step
+
+    def on_event(event) -> None:
+        if isinstance(event, Progress) and event.phase == "training":
+            ends.append(time.perf_counter())
+
+    model = build_model(model_config, seed=seed)
+    run_to_end(fit(model, train, None, train_config(recipe, PROBE_STEPS + 1, seed, threads), CancelToken()),
+               on_event)
+    if len(ends) < 2:
+        raise RuntimeError(f"the probe of {recipe} timed {len(ends)} step(s); expected {PROBE_STEPS + 1}")
+    return (ends[-1] - ends[0]) / (len(ends) - 1)
+
+
+def run_one(recipe: str, fold: int, folds: list[list[str]], args: argparse.Namespace) -> dict:
+    import torch
+
+    from llm4seg.events import CancelToken, run_to_end
+    from llm4seg.llm import DEFAULT_LLM
+    from llm4seg.model import ModelConfig, build_model
+    from llm4seg.preprocess import Preprocessing
+    from llm4seg.train import build_slices, fit
+    from llm4seg.train.sources import find_sources
+
+    torch.set_num_threads(args.threads)
+    sources, classes = find_sources(args.data)
+    held = set(folds[fold])
+    size = RECIPES[recipe][0]
+    prep = Preprocessing(size=size)
+    train = build_slices([s for s in sources if s.name not in held], prep, classes)
+    config = ModelConfig(llm=DEFAULT_LLM)
+    seed = args.seed + fold
+    per_step = None if args.steps else seconds_per_step(recipe, train, config, seed, args.threads)
+    steps = args.steps or max(10, int(args.minutes * 60 / per_step))
+    model = build_model(config, seed=seed)
+    t0 = time.perf_counter()
+    result = run_to_end(fit(model, train, None, train_config(recipe, steps, seed, args.threads), CancelToken()),
+                        lambda e: None)
+    seconds = time.perf_counter() - t0
+    return {"arm": recipe, "fold": fold, "steps": steps, "seconds": round(seconds, 1), "size": size,
+            "probe_s_per_step": per_step and round(per_step, 4), "seed": seed,
+            "images": score_held_out(result.model, sources, held, prep)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "busi")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--folds", type=int, default=2, help="train on the others, score each (of 3 ablation folds)")
+    r.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget per run")
+    r.add_argument("--steps", type=int, help="a fixed number of steps instead of the time budget (tests)")
+    r.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--threads", type=int, default=2)
+    q = sub.add_parser("report")
+    q.add_argument("folder", type=Path)
+    q.add_argument("--metric", choices=("iou", "dice"), default="iou")
+    q.add_argument("--svg", type=Path)
+    args = ap.parse_args(argv)
+    names = tuple(RECIPES)
+    if args.command == "report":
+        text, _ = report(args.folder, args.metric, names, LABELS, reference="paper-sgd")
+        print(text)
+        if args.svg:
+            plot(args.folder, args.svg, args.metric, names, {n: n for n in names}, reference="paper-sgd",
+                 title="BUSI recipe study, equal CPU time per run")
+            print(f"wrote {args.svg}")
+        return 0
+    from llm4seg.train.sources import find_sources
+
+    sources, _ = find_sources(args.data)
+    folds = folds_of([s.name for s in sources], 3, args.seed)  # the ablation's folds: the first --folds of them
+    args.out.mkdir(parents=True, exist_ok=True)
+    for fold in range(min(args.folds, 3)):
+        for recipe in args.recipes:
+            path = args.out / f"{recipe}-fold{fold}.json"
+            if path.exists():
+                continue
+            result = run_one(recipe, fold, folds, args)
+            path.write_text(json.dumps(result, indent=1))
+            scores = [v["iou"] for v in result["images"].values()]
+            print(f"{recipe} fold {fold}: IoU {np.mean(scores):.4f} over {len(scores)} images, "
+                  f"{result['steps']} steps ({result['seconds']} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
