@@ -1,7 +1,8 @@
 """Paired, cross-validated BUSI ablation: does the frozen LLM layer help, beyond the noise?
 
     python scripts/ablation_folds.py run --out runs/ablation [--folds 3] [--steps 1000] [--arms ...]
-    python scripts/ablation_folds.py report runs/ablation [--svg docs/images/ablation_folds.svg]
+    python scripts/ablation_folds.py report runs/ablation [--metric dice] [--reference random]
+                                            [--svg docs/images/ablation_folds.svg]
 
 ``run`` splits the 452 BUSI pairs into ``--folds`` seeded folds (the same for every arm) and trains each arm on
 the other folds with one fixed schedule (CPU recipe: AdamW 2e-3, 100 warm-up steps, cosine; flips + rot90;
@@ -186,12 +187,13 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("folder", type=Path)
     q.add_argument("--metric", choices=("iou", "dice"), default="iou")
     q.add_argument("--svg", type=Path, help="also draw the per-fold scores and the paired differences")
+    q.add_argument("--reference", choices=ARMS, default="baseline", help="the arm the differences are taken to")
     args = ap.parse_args(argv)
     if args.command == "report":
-        text, _ = report(args.folder, args.metric)
+        text, _ = report(args.folder, args.metric, reference=args.reference)
         print(text)
         if args.svg:
-            plot(args.folder, args.svg, args.metric)
+            plot(args.folder, args.svg, args.metric, reference=args.reference)
             print(f"wrote {args.svg}")
         return 0
     from llm4seg.train.sources import find_sources
