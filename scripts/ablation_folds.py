@@ -24,6 +24,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -200,18 +201,25 @@ def main(argv: list[str] | None = None) -> int:
 
     sources, _ = find_sources(args.data)
     folds = folds_of([s.name for s in sources], args.folds, args.seed)
+    run_missing(run_one, args.arms, range(args.folds), folds, args)
+    return 0
+
+
+def run_missing(run: Callable, arms: list[str], which: Iterable[int], folds: list[list[str]],
+                args: argparse.Namespace) -> None:
+    """``run(arm, fold, folds, args)`` for each (arm, fold) without ``<out>/<arm>-fold<k>.json`` yet, fold by
+    fold (so a partial study already pairs every arm on some folds); each result is written as it ends."""
     args.out.mkdir(parents=True, exist_ok=True)
-    for fold in range(args.folds):  # fold by fold, so a partial run already pairs every arm on some folds
-        for arm in args.arms:
+    for fold in which:
+        for arm in arms:
             path = args.out / f"{arm}-fold{fold}.json"
             if path.exists():
                 continue
-            result = run_one(arm, fold, folds, args)
+            result = run(arm, fold, folds, args)
             path.write_text(json.dumps(result, indent=1))
             scores = [v["iou"] for v in result["images"].values()]
-            print(f"{arm} fold {fold}: IoU {np.mean(scores):.4f} over {len(scores)} images ({result['seconds']} s)",
-                  flush=True)
-    return 0
+            print(f"{arm} fold {fold}: IoU {np.mean(scores):.4f} over {len(scores)} images, {result['steps']} steps "
+                  f"({result['seconds']} s)", flush=True)
 
 
 if __name__ == "__main__":

@@ -16,18 +16,15 @@ the number of steps).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from ablation_folds import folds_of, plot, report, score_held_out  # noqa: E402
+from ablation_folds import folds_of, plot, report, run_missing, score_held_out  # noqa: E402
 
 # name: (input size, TrainConfig settings); all use batch 8 unless stated, flips + rot90, BCE + Dice
 RECIPES: dict[str, tuple[int, dict]] = {
@@ -138,17 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sources, _ = find_sources(args.data)
     folds = folds_of([s.name for s in sources], 3, args.seed)  # the ablation's folds: the first --folds of them
-    args.out.mkdir(parents=True, exist_ok=True)
-    for fold in range(min(args.folds, 3)):
-        for recipe in args.recipes:
-            path = args.out / f"{recipe}-fold{fold}.json"
-            if path.exists():
-                continue
-            result = run_one(recipe, fold, folds, args)
-            path.write_text(json.dumps(result, indent=1))
-            scores = [v["iou"] for v in result["images"].values()]
-            print(f"{recipe} fold {fold}: IoU {np.mean(scores):.4f} over {len(scores)} images, "
-                  f"{result['steps']} steps ({result['seconds']} s)", flush=True)
+    run_missing(run_one, args.recipes, range(min(args.folds, 3)), folds, args)
     return 0
 
 
