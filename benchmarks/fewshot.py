@@ -4,7 +4,7 @@
     python -m benchmarks.fewshot [--tasks isic colondb liver hippocampus ...] [--k 1 3 5 10 20]
                                  [--bases default generalist scratch] [--preset quick] [--seeds 0 1 2]
                                  [--set lr=2e-3 --set steps=150] [--blend 0.5 0.75] [--post largest fill]
-                                 [--json out.json]
+                                 [--size 256] [--json out.json]
 
 For each task (``benchmarks/fewshot_tasks.py``), base checkpoint, k and seed: pick k labelled images (2D)
 or k slices spread over the structure (3D), fine-tune with :func:`llm4seg.finetune.finetune` (the widget's
@@ -15,7 +15,8 @@ a new network (no pre-trained CNN weights) trained with the same preset at the s
 ``--blend A`` also scores each fine-tuned model blended back toward its base (``llm4seg.adapt.blend_weights``,
 rows ``<base> blend A``) without training again. ``--post largest fill`` also scores the same masks after the Segment
 widget's clean-up (largest component per class, holes filled; in 3D on a volume, per image in 2D), rows
-``<base> +post``. Prints mean ± sd over seeds; ``--json`` keeps every run (``benchmarks/fewshot_plot.py`` draws the curves).
+``<base> +post``. ``--size`` fine-tunes at that input size (the new card segments at it). Prints mean ± sd
+over seeds; ``--json`` keeps every run (``benchmarks/fewshot_plot.py`` draws the curves).
 """
 from __future__ import annotations
 
@@ -125,8 +126,10 @@ def _config(preset: str, overrides: dict[str, Any], scratch: bool):
 
 
 def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
-           evalset: list, blends: list[float] = (), post: PostprocessOptions | None = None) -> list[dict]:
+           evalset: list, blends: list[float] = (), post: PostprocessOptions | None = None,
+           size: int | None = None) -> list[dict]:
     model = load_base(base, task.rgb)
+    prep = dataclasses.replace(model.card.preprocess, size=size) if size else None
     rows = []
     for view, (d, u) in _eval_2d(model, evalset, post).items():
         rows.append(dict(task=task.name, base=base + view, k=0, seed=0, dice=d, iou=u, train_s=0.0))
@@ -136,7 +139,8 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             pairs = [TrainingPair(*task.load(n), name=n, rgb=task.rgb) for n in names]
             plan = summarise(pairs, model.card.classes)
             t = time.perf_counter()
-            outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch")))
+            outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch"),
+                                          prep=prep))
             train_s = time.perf_counter() - t
             for view, (d, u) in _eval_2d(outcome.model, evalset, post).items():
                 rows.append(dict(task=task.name, base=base + view, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
@@ -152,7 +156,8 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
 
 
 def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
-           volumes: list, blends: list[float] = (), post: PostprocessOptions | None = None) -> list[dict]:
+           volumes: list, blends: list[float] = (), post: PostprocessOptions | None = None,
+           size: int | None = None) -> list[dict]:
     model = load_base(base, False)
     rows = []
     for seed in [0] + [s for s in seeds if s]:
@@ -172,7 +177,7 @@ def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             plan = summarise([TrainingPair(image, sparse, name=name)], model.card.classes)
             t = time.perf_counter()
             outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch"),
-                                          prep=prep))
+                                          prep=dataclasses.replace(prep, size=size) if size else prep))
             train_s = time.perf_counter() - t
             others = np.setdiff1d(np.arange(len(mask)), chosen)
             for alpha, m in [(1.0, outcome.model), *blended(model, outcome.model, blends)]:
@@ -243,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also score each fine-tuned model blended A of the way from its base (0 < A < 1)")
     ap.add_argument("--post", nargs="+", default=[], choices=["largest", "fill"],
                     help="also score the masks cleaned up as the Segment widget can (rows '<base> +post')")
+    ap.add_argument("--size", type=int, help="fine-tune (and then segment) at this input size instead of the base's")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every run and the summary as JSON")
     ap.add_argument("--label", default="", help="name of this run in the plots (default: preset and overrides)")
@@ -264,9 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         volumes = task.volumes() if task.kind == "3d" else []
         for base in sel["bases"]:
             if task.kind == "2d":
-                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset, args.blend, post)
+                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset, args.blend, post, args.size)
             else:
-                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes, args.blend, post)
+                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes, args.blend, post, args.size)
     table = summary(rows)
     print(f"\nFew-shot fine-tuning, preset {args.preset}{f' with {overrides}' if overrides else ''}; "
           f"2D eval sets of {n_eval} images; {time.perf_counter() - started:.0f} s in all\n")

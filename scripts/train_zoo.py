@@ -75,6 +75,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--jitter", type=float, default=0.0,
+                   help="rotation/zoom/shift and appearance jitter after flips + rot90 (1: its default range; 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true")
@@ -112,7 +114,8 @@ def main() -> int:
                             seed=args.seed)
     config = TrainConfig(preset="zoo", steps=args.steps, batch_size=args.batch_size, optimizer="adamw",
                          lr=args.lr, weight_decay=1e-4, schedule="cosine", warmup_steps=args.warmup, augment=True,
-                         seed=args.seed, device="cpu", num_threads=args.threads, val_every=args.val_every)
+                         jitter=args.jitter, seed=args.seed, device="cpu", num_threads=args.threads,
+                         val_every=args.val_every)
     provenance = {"data": " + ".join(p.label for p in chosen), "per_dataset": args.per_dataset,
                   "classes": ["foreground"], "init": str(args.init) if args.init else None}
     def show(event) -> None:

@@ -84,6 +84,18 @@ def test_deterministic_with_a_seed(data):
     assert rc.history["loss"] != ra.history["loss"]
 
 
+def test_jitter_trains_deterministically_and_differently_from_symmetries_alone(data):
+    train, _ = data
+    cfg = TrainConfig(steps=4, batch_size=4, lr=0.05, seed=3, jitter=1.0)
+    a, b, c = tiny_model(seed=1), tiny_model(seed=1), tiny_model(seed=1)
+    ra, rb = run(a, train, None, cfg)[0], run(b, train, None, cfg)[0]
+    rc = run(c, train, None, cfg.replace(jitter=0.0))[0]
+    assert ra.history["loss"] == rb.history["loss"]
+    assert ra.history["loss"] != rc.history["loss"]
+    with pytest.raises(ValueError, match="cache_features"):
+        TrainConfig.quick(jitter=1.0)
+
+
 @pytest.mark.parametrize("preset", ["paper", "quick"])
 def test_resume_continues_exactly(data, tmp_path, preset):
     train, _ = data

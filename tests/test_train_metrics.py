@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from llm4seg.train.augment import apply_dihedral, augment_batch, dihedral, random_dihedral
+from llm4seg.train.augment import (apply_dihedral, apply_jitter, augment_batch, dihedral, random_dihedral,
+                                   random_jitter)
 from llm4seg.train.losses import BCEDiceLoss, CEDiceLoss
 from llm4seg.train.metrics import confusion_counts, evaluate_labels, hd95, scores
 
@@ -135,3 +136,31 @@ def test_non_square_batches_keep_their_shape():
     assert apply_dihedral(x, ks).shape == x.shape
     assert torch.equal(dihedral(x, 5), torch.flip(x, (-1,)))
     assert torch.equal(dihedral(x, 7), torch.flip(x, (-2,)))
+
+
+def test_jitter_of_strength_zero_is_the_identity():
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(3, 3, 16, 16) - 0.5) / 0.25  # normalised [0, 1] intensities (mean 0.5, sd 0.25)
+    y = (torch.rand(3, 16, 16) > 0.5).long()
+    jx, jy = apply_jitter(x, y, random_jitter(x.shape, 0.0, g), 0.5, 0.25)
+    assert torch.allclose(jx, x, atol=1e-5)
+    assert torch.equal(jy, y)
+
+
+def test_jitter_moves_images_and_labels_together_and_keeps_the_intensity_range():
+    g = torch.Generator().manual_seed(1)
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    disk = ((yy - 12) ** 2 + (xx - 18) ** 2 < 36).float()
+    x = ((disk * 0.8 + 0.1)[None, None].repeat(8, 3, 1, 1) - 0.5) / 0.25
+    y = disk.long()[None].repeat(8, 1, 1)
+    jitter = random_jitter(x.shape, 1.0, g)
+    jx, jy = apply_jitter(x, y, jitter, 0.5, 0.25)
+    assert jx.shape == x.shape and jy.shape == y.shape and jy.dtype == y.dtype
+    assert set(jy.unique().tolist()) <= {0, 1}
+    assert not torch.equal(jy, y)  # the disk moved
+    assert float(jx.min()) >= -2 - 1e-5 and float(jx.max()) <= 2 + 1e-5  # still within [0, 1] before normalising
+    for i in range(8):  # the moved label still marks the bright disk: inside brighter than outside
+        inside, outside = jx[i][:, jy[i] == 1].mean(), jx[i][:, jy[i] == 0].mean()
+        assert inside > outside + 1.0
+    gray = random_jitter((4, 1, 8, 8), 1.0, torch.Generator().manual_seed(2))
+    assert torch.equal(gray.gain, torch.ones(4, 1))  # no colour gains on one channel

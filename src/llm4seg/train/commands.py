@@ -56,6 +56,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--z-range", metavar="START,STOP", help="volumes: use only these slices")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="flips/rot90 (default: on for the paper preset, off for quick)")
+    p.add_argument("--jitter", type=float, default=None, metavar="STRENGTH",
+                   help="also rotate/zoom/shift and vary gamma, contrast, colour and noise (1: the default range)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=None, help="seed of the split, initialisation and batches (default 0, "
                    "or the resumed run's)")
@@ -204,7 +206,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = _new_model(args, data.model_classes)
 
     overrides: dict[str, Any] = {"seed": args.seed, "device": args.device}
-    for key in ("steps", "epochs", "batch_size", "lr"):
+    for key in ("steps", "epochs", "batch_size", "lr", "jitter"):
         if getattr(args, key) is not None:
             overrides[key] = getattr(args, key)
     if args.epochs is not None:

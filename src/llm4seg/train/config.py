@@ -29,6 +29,10 @@ class TrainConfig:
     full-image features: the features keep their full-image context and scale, the decoder's cost drops
     with the crop's area.
 
+    ``jitter`` > 0 adds, after the symmetries, a random rotation, zoom and shift and changes of gamma,
+    contrast, brightness, colour balance and noise (:func:`llm4seg.train.augment.random_jitter`; 1 is its
+    default range) to each training sample.
+
     ``select``: which weights a run returns — ``"best"`` by validation IoU, or ``"last"`` (validation is then
     only reported; fine-tuning uses it, since a held-out set of a few slices is too noisy to choose by).
     ``recalibrate_bn``: before training, re-estimate the BatchNorm statistics on the training images
@@ -52,6 +56,7 @@ class TrainConfig:
     poly_power: float = 0.9
     warmup_steps: int = 0
     augment: bool = True
+    jitter: float = 0.0
     train: str = "all"
     cache_features: bool = False
     aug_versions: int = 4
@@ -86,6 +91,10 @@ class TrainConfig:
             raise ValueError(f"learning rate must be > 0, got {self.lr}")
         if self.crop is not None and (self.crop < 16 or self.crop % 16):
             raise ValueError(f"crop must be a multiple of 16 (>= 16), got {self.crop}")
+        if self.jitter < 0:
+            raise ValueError(f"jitter must be >= 0 (0: off), got {self.jitter}")
+        if self.jitter and self.cache_features:
+            raise ValueError("jitter changes the images every step: it needs cache_features=False")
         if (self.cache_features or self.crop) and self.train != "decoder":
             raise ValueError("cache_features and crop need train='decoder' (a frozen encoder)")
 

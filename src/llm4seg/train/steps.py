@@ -9,7 +9,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from ..preprocess import logits_to_labels
-from .augment import apply_dihedral, random_dihedral
+from .augment import Jitter, apply_dihedral, apply_jitter, random_dihedral, random_jitter
 from .config import TrainConfig
 from .data import SliceSet
 from .distributed import DistContext, all_reduce_sum
@@ -127,6 +127,15 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def _draw_jitter(config: TrainConfig, data: SliceSet, glob: int, gen: torch.Generator,
+                 ctx: DistContext) -> Jitter | None:
+    """This rank's share of the jitter drawn for the global batch (``config.jitter``), or None when off."""
+    if not config.jitter:
+        return None
+    drawn = random_jitter((glob, *data.images.shape[1:]), config.jitter, gen)
+    return drawn.part(slice(ctx.rank, None, ctx.world_size))
+
+
 def train_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
                ctx: DistContext, step: int, idx: torch.Tensor, data: SliceSet,
                cache: FeatureCache | None, micro: int | None = None) -> float:
@@ -152,6 +161,7 @@ def train_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimi
             offsets = _per_rank(torch.randint(0, cells, (glob, 2), generator=gen) * 16, ctx)
     elif config.augment:
         ks = _per_rank(random_dihedral(glob, data.images.shape[-1] == data.images.shape[-2], gen), ctx)
+    jitter = _draw_jitter(config, data, glob, gen, ctx) if cache is None else None
     optimizer.zero_grad(set_to_none=True)
     micro = max(1, min(micro or b, b))
     total = 0.0
@@ -166,6 +176,8 @@ def train_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimi
             if ks is not None:
                 k = ks[part].to(x.device)
                 x, y = apply_dihedral(x, k), apply_dihedral(y, k)
+            if jitter is not None:
+                x, y = apply_jitter(x, y, jitter.part(part), data.prep.mean, data.prep.std)
             inputs = (x.contiguous(memory_format=fmt),)
         with autocast(ctx.device):
             logits = net(*inputs)
