@@ -4,7 +4,7 @@
     python -m benchmarks.fewshot [--tasks isic colondb liver hippocampus ...] [--k 1 3 5 10 20]
                                  [--bases default generalist scratch] [--preset quick] [--seeds 0 1 2]
                                  [--set lr=2e-3 --set steps=150] [--blend 0.5 0.75] [--post largest fill]
-                                 [--size 256] [--json out.json]
+                                 [--size 256] [--tta flips] [--json out.json]
 
 For each task (``benchmarks/fewshot_tasks.py``), base checkpoint, k and seed: pick k labelled images (2D)
 or k slices spread over the structure (3D), fine-tune with :func:`llm4seg.finetune.finetune` (the widget's
@@ -15,8 +15,9 @@ a new network (no pre-trained CNN weights) trained with the same preset at the s
 ``--blend A`` also scores each fine-tuned model blended back toward its base (``llm4seg.adapt.blend_weights``,
 rows ``<base> blend A``) without training again. ``--post largest fill`` also scores the same masks after the Segment
 widget's clean-up (largest component per class, holes filled; in 3D on a volume, per image in 2D), rows
-``<base> +post``. ``--size`` fine-tunes at that input size (the new card segments at it). Prints mean ± sd
-over seeds; ``--json`` keeps every run (``benchmarks/fewshot_plot.py`` draws the curves).
+``<base> +post``. ``--size`` fine-tunes at that input size (the new card segments at it); ``--tta`` segments
+with test-time augmentation (every row, k = 0 included). Prints mean ± sd over seeds; ``--json`` keeps every
+run (``benchmarks/fewshot_plot.py`` draws the curves).
 """
 from __future__ import annotations
 
@@ -87,6 +88,16 @@ def post_options(names: list[str]) -> PostprocessOptions | None:
     return PostprocessOptions(largest="largest" in names, fill_holes="fill" in names) if names else None
 
 
+@dataclasses.dataclass
+class Scoring:
+    """How each fine-tune is run and scored beyond the preset: blends, clean-up, input size, test-time aug."""
+
+    blends: list[float] = dataclasses.field(default_factory=list)
+    post: PostprocessOptions | None = None
+    size: int | None = None
+    tta: str | None = None
+
+
 def _views(pred: np.ndarray, post: PostprocessOptions | None, mode: str) -> dict[str, np.ndarray]:
     """The masks to score: as segmented (``""``) and, with ``post``, cleaned up (``" +post"``)."""
     out = {"": pred}
@@ -96,7 +107,7 @@ def _views(pred: np.ndarray, post: PostprocessOptions | None, mode: str) -> dict
 
 
 def _eval_2d(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]],
-             post: PostprocessOptions | None = None) -> dict[str, tuple[float, float]]:
+             post: PostprocessOptions | None = None, tta: str | None = None) -> dict[str, tuple[float, float]]:
     """Mean Dice and IoU per view (see :func:`_views`) over the eval items."""
     by_shape: dict[tuple, list[int]] = {}
     for i, (image, _) in enumerate(items):
@@ -104,7 +115,7 @@ def _eval_2d(model: torch.nn.Module, items: list[tuple[np.ndarray, np.ndarray]],
     per: dict[str, list[tuple[float, float]]] = {}
     for idx in by_shape.values():  # same-sized images are segmented as one stack, as a volume would be
         stack = np.stack([items[i][0] for i in idx])
-        for view, pred in _views(segment(stack, model, volume=True).labels, post, "slice").items():
+        for view, pred in _views(segment(stack, model, volume=True, tta=tta).labels, post, "slice").items():
             per.setdefault(view, []).extend(scores(pred[j] == 1, items[i][1]) for j, i in enumerate(idx))
     return {view: (float(np.mean([d for d, _ in v])), float(np.mean([u for _, u in v]))) for view, v in per.items()}
 
@@ -126,12 +137,11 @@ def _config(preset: str, overrides: dict[str, Any], scratch: bool):
 
 
 def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
-           evalset: list, blends: list[float] = (), post: PostprocessOptions | None = None,
-           size: int | None = None) -> list[dict]:
+           evalset: list, opts: Scoring = Scoring()) -> list[dict]:
     model = load_base(base, task.rgb)
-    prep = dataclasses.replace(model.card.preprocess, size=size) if size else None
+    prep = dataclasses.replace(model.card.preprocess, size=opts.size) if opts.size else None
     rows = []
-    for view, (d, u) in _eval_2d(model, evalset, post).items():
+    for view, (d, u) in _eval_2d(model, evalset, opts.post, opts.tta).items():
         rows.append(dict(task=task.name, base=base + view, k=0, seed=0, dice=d, iou=u, train_s=0.0))
     for k in (k for k in ks if k > 0):  # k = 0 is the base row above
         for seed in seeds:
@@ -142,29 +152,28 @@ def run_2d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch"),
                                           prep=prep))
             train_s = time.perf_counter() - t
-            for view, (d, u) in _eval_2d(outcome.model, evalset, post).items():
+            for view, (d, u) in _eval_2d(outcome.model, evalset, opts.post, opts.tta).items():
                 rows.append(dict(task=task.name, base=base + view, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
                                  steps=outcome.result.steps, val_items=outcome.val_items,
                                  kept_start=outcome.kept_start, check=outcome.check.to_dict() if outcome.check else None))
                 print(f"  {task.name} {base}{view} k={k} seed={seed}: Dice {d:.4f} IoU {u:.4f} ({train_s:.0f} s)"
                       f"{check_note(outcome)}", flush=True)
-            for alpha, m in blended(model, outcome.model, blends):
-                d, u = _eval_2d(m, evalset)[""]
+            for alpha, m in blended(model, outcome.model, opts.blends):
+                d, u = _eval_2d(m, evalset, tta=opts.tta)[""]
                 rows.append({**rows[-1], "base": f"{base} blend {alpha:g}", "dice": d, "iou": u})
                 print(f"    blend {alpha:g}: Dice {d:.4f} IoU {u:.4f}", flush=True)
     return rows
 
 
 def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, overrides: dict,
-           volumes: list, blends: list[float] = (), post: PostprocessOptions | None = None,
-           size: int | None = None) -> list[dict]:
+           volumes: list, opts: Scoring = Scoring()) -> list[dict]:
     model = load_base(base, False)
     rows = []
     for seed in [0] + [s for s in seeds if s]:
         name, image, mask, window = volumes[seed % len(volumes)]
         prep = dataclasses.replace(model.card.preprocess, window=window)
         if seed == 0 or len(volumes) > 1:
-            for view, pred in _views(segment(image, model, prep=prep).labels, post, "3d").items():
+            for view, pred in _views(segment(image, model, prep=prep, tta=opts.tta).labels, opts.post, "3d").items():
                 d, u = scores(pred == 1, mask)
                 rows.append(dict(task=task.name, base=base + view, k=0, seed=seed, dice=d, iou=u, train_s=0.0,
                                  volume=name))
@@ -177,12 +186,13 @@ def run_3d(task: Task, base: str, ks: list[int], seeds: list[int], preset: str, 
             plan = summarise([TrainingPair(image, sparse, name=name)], model.card.classes)
             t = time.perf_counter()
             outcome = run_to_end(finetune(model, plan, _config(preset, {**overrides, "seed": seed}, base == "scratch"),
-                                          prep=dataclasses.replace(prep, size=size) if size else prep))
+                                          prep=dataclasses.replace(prep, size=opts.size) if opts.size else prep))
             train_s = time.perf_counter() - t
             others = np.setdiff1d(np.arange(len(mask)), chosen)
-            for alpha, m in [(1.0, outcome.model), *blended(model, outcome.model, blends)]:
-                pred = segment(image, m, prep=dataclasses.replace(m.card.preprocess, window=window)).labels
-                for view, p in _views(pred, post if alpha == 1.0 else None, "3d").items():
+            for alpha, m in [(1.0, outcome.model), *blended(model, outcome.model, opts.blends)]:
+                prep_m = dataclasses.replace(m.card.preprocess, window=window)
+                pred = segment(image, m, prep=prep_m, tta=opts.tta).labels
+                for view, p in _views(pred, opts.post if alpha == 1.0 else None, "3d").items():
                     d, u = scores(p[others] == 1, mask[others])
                     label = base + view if alpha == 1.0 else f"{base} blend {alpha:g}"
                     rows.append(dict(task=task.name, base=label, k=k, seed=seed, dice=d, iou=u, train_s=train_s,
@@ -249,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--post", nargs="+", default=[], choices=["largest", "fill"],
                     help="also score the masks cleaned up as the Segment widget can (rows '<base> +post')")
     ap.add_argument("--size", type=int, help="fine-tune (and then segment) at this input size instead of the base's")
+    ap.add_argument("--tta", choices=["flips", "d4"], help="segment with test-time augmentation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every run and the summary as JSON")
     ap.add_argument("--label", default="", help="name of this run in the plots (default: preset and overrides)")
@@ -259,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     sel = {key: getattr(args, key) or defaults[key] for key in ("tasks", "k", "bases", "seeds")}
     n_eval = args.n_eval or defaults["n_eval"]
     overrides = _overrides(args.set)
-    post = post_options(args.post)
+    opts = Scoring(args.blend, post_options(args.post), args.size, args.tta)
     all_tasks = tasks(n_eval)
     rows: list[dict] = []
     started = time.perf_counter()
@@ -270,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         volumes = task.volumes() if task.kind == "3d" else []
         for base in sel["bases"]:
             if task.kind == "2d":
-                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset, args.blend, post, args.size)
+                rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset, opts)
             else:
-                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes, args.blend, post, args.size)
+                rows += run_3d(task, base, ks, sel["seeds"], args.preset, overrides, volumes, opts)
     table = summary(rows)
     print(f"\nFew-shot fine-tuning, preset {args.preset}{f' with {overrides}' if overrides else ''}; "
           f"2D eval sets of {n_eval} images; {time.perf_counter() - started:.0f} s in all\n")

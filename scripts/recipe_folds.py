@@ -34,6 +34,7 @@ RECIPES: dict[str, tuple[int, dict]] = {
     "adamw-5e-3": (128, dict(optimizer="adamw", lr=5e-3, schedule="cosine", warmup_steps=100)),
     "adamw-2e-3-b4": (128, dict(optimizer="adamw", lr=2e-3, schedule="cosine", warmup_steps=100, batch_size=4)),
     "adamw-2e-3-256": (256, dict(optimizer="adamw", lr=2e-3, schedule="cosine", warmup_steps=100)),
+    "adamw-2e-3-jitter": (128, dict(optimizer="adamw", lr=2e-3, schedule="cosine", warmup_steps=100, jitter=1.0)),
 }
 LABELS = {
     "paper-sgd": "paper: SGD 0.01, momentum 0.9, poly 0.9, 128²",
@@ -42,6 +43,7 @@ LABELS = {
     "adamw-5e-3": "AdamW 5e-3, warm-up + cosine, 128²",
     "adamw-2e-3-b4": "AdamW 2e-3, batch 4, 128²",
     "adamw-2e-3-256": "AdamW 2e-3, warm-up + cosine, 256²",
+    "adamw-2e-3-jitter": "AdamW 2e-3, 128², + rotation/zoom/appearance jitter",
 }
 PROBE_STEPS = 6
 
