@@ -45,3 +45,10 @@ def test_post_view_cleans_the_same_masks():
     views = _views(pred, post_options(["largest", "fill"]), "3d")
     assert views[""] is pred and views[" +post"][1, 4, 4] and not views[" +post"][1, 10, 10]
     assert post_options([]) is None
+
+
+def test_fit_variants_parse_to_typed_overrides():
+    from benchmarks.fewshot_fit import parse_variant
+
+    assert parse_variant("quick") == ("quick", {})
+    assert parse_variant("lr:crosscheck=0,lr=3e-4,augment=true") == ("lr", {"crosscheck": 0, "lr": 3e-4, "augment": True})

@@ -89,3 +89,23 @@ def test_test_time_augmentation_averages_symmetric_views(model):
     np.testing.assert_allclose(turned, np.rot90(d4.probs), atol=1e-4)
     with pytest.raises(ValueError, match="tta must be one of"):
         segment(img, model, tta="spin")
+
+
+def test_test_time_augmentation_warns_on_a_model_fine_tuned_without_flips(model):
+    import copy
+
+    from llm4seg.checkpoint import ModelCard
+    from llm4seg.events import Log
+
+    img, _ = disk_image(32, 32)
+    tuned = copy.deepcopy(model)
+    tuned.card = ModelCard(classes=["background", "foreground"],
+                           training={"kind": "fine-tune", "config": {"augment": False}})
+
+    def warnings(m, tta):
+        events = []
+        run_to_end(iter_segment(img, m, tta=tta), events.append)
+        return [e.text for e in events if isinstance(e, Log) and e.level == "warning"]
+    assert any("without flips" in w for w in warnings(tuned, "flips"))
+    assert not warnings(tuned, None)  # no augmentation asked: nothing to warn about
+    assert not warnings(model, "flips")  # nothing known against it

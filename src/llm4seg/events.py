@@ -17,7 +17,7 @@ T = TypeVar("T")
 #: ``Progress.phase`` values: what the units are.
 PHASES = ("", "caching", "checking", "training", "segmenting", "evaluating")
 #: ``Log.topic`` values a GUI may act on (the text is for people, the topic for code).
-TOPICS = ("", "fallback", "no-validation", "memory", "kept-start")
+TOPICS = ("", "fallback", "no-validation", "memory", "kept-start", "tta")
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,8 @@ class Log:
     (e.g. no validation set, a smaller batch or the CPU after running out of memory): GUIs notify those.
     ``topic`` (see TOPICS) names what happened, for code: "fallback" (another device than asked),
     "no-validation" (nothing held out), "memory" (smaller batches after running out of memory), "kept-start"
-    (fine-tuning kept the starting weights because they segmented held-out labelled items better)."""
+    (fine-tuning kept the starting weights because they segmented held-out labelled items better), "tta"
+    (test-time augmentation asked of a model fine-tuned without flips)."""
 
     text: str
     level: str = "info"

@@ -146,6 +146,8 @@ def iter_segment(
     timings = {"setup": time.perf_counter() - started, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
     z, oom = z0, False
     policy = OomBackoff(batch, device, task="segmenting")
+    if tta and (caution := tta_caution(card)):
+        yield Log(caution, "warning", topic="tta")
     yield Progress(0, z1 - z0, "segmenting", phase="segmenting")
     while z < z1:
         if is_cancelled(cancel):
@@ -218,6 +220,18 @@ def _apply(x: torch.Tensor, flip: bool, k: int) -> torch.Tensor:
 def _undo(y: torch.Tensor, flip: bool, k: int) -> torch.Tensor:
     y = torch.rot90(y, -k, (-2, -1))
     return y.flip(-1) if flip else y
+
+
+def tta_caution(card: Any) -> str:
+    """Why test-time augmentation may hurt this model ("" when nothing is known against it): a fine-tune
+    without flips or rotations (the *quick* preset) learns the orientation of its images, and averaging over
+    mirrored copies then blurs anatomy that has a side (measured in docs/finetuning.md: CT liver Dice 0.885
+    without, 0.704 with flips after a quick fine-tune on 5 slices)."""
+    config = (getattr(card, "training", None) or {}).get("config") or {}
+    if config.get("augment") is not False:
+        return ""
+    return ("this model was fine-tuned without flips or rotations: test-time augmentation can make its masks "
+            "worse where anatomy has a side (CT, MRI); compare with Test-time aug. off")
 
 
 def tta_forward(net: torch.nn.Module, x: torch.Tensor, tta: str | None = None) -> torch.Tensor:
