@@ -33,9 +33,13 @@ class DistContext:
     def distributed(self) -> bool:
         return self.world_size > 1
 
-    def close(self) -> None:
-        """Leave the process group if :func:`setup` created it."""
+    def close(self, sync: bool = True) -> None:
+        """Leave the process group if :func:`setup` created it. ``sync``: wait for every rank first (a rank
+        that tears the group down while another still saves can abort in gloo's threads); off on error paths,
+        where a peer may be gone."""
         if self.owns_group and dist.is_initialized():
+            if sync:
+                dist.barrier()
             dist.destroy_process_group()
             self.owns_group = False
 

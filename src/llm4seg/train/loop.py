@@ -269,7 +269,7 @@ def fit(
                 yield Log(f"{line}, {time.perf_counter() - epoch_start:.1f} s")
                 epoch_loss, epoch_n, epoch_start = 0.0, 0, time.perf_counter()
     except BaseException:
-        ctx.close()
+        ctx.close(sync=False)
         raise
     finally:
         for n, p in model.named_parameters():
