@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     names = sorted(pick_items(task, args.k, args.seed), key=file_order)
     labelled = [task.load(n) for n in names]
     print("| variant | s | start kept | Dice on the labelled | Dice on the eval set |\n|---|---|---|---|---|")
-    print(f"| start ({args.base}) | 0 | - | {_eval_2d(model, labelled)[''][0]:.3f} | {_eval_2d(model, evalset)[''][0]:.3f} |")
+    print(f"| start ({args.base}) | 0 | - | {_eval_2d(model, labelled)[''][0]:.3f} | "
+          f"{_eval_2d(model, evalset)[''][0]:.3f} |")
     for name, overrides in map(parse_variant, args.variant or ["quick"]):
         plan = summarise([TrainingPair(im, m, name=n, rgb=task.rgb) for n, (im, m) in zip(names, labelled)],
                          model.card.classes)

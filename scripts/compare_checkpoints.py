@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(getattr(args, which), device="cpu")
         per[which] = score_held_out(model, sources, names, model.card.preprocess)
     common = sorted(set(per["new"]) & set(per["old"]))
-    print(f"{len(common)} images of {args.data}\n\n| metric | {args.new} | {args.old} | new − old (95 % CI) |\n|---|---|---|---|")
+    print(f"{len(common)} images of {args.data}\n")
+    print(f"| metric | {args.new} | {args.old} | new − old (95 % CI) |\n|---|---|---|---|")
     summary = {}
     for metric in ("dice", "iou"):
         new = np.array([per["new"][n][metric] for n in common])
@@ -47,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = bootstrap_ci(new - old)
         summary[metric] = {"new": float(new.mean()), "old": float(old.mean()), "diff": float((new - old).mean()),
                            "ci": [lo, hi]}
-        print(f"| {metric} | {new.mean():.3f} | {old.mean():.3f} | {(new - old).mean():+.3f} ({lo:+.3f} to {hi:+.3f}) |")
+        print(f"| {metric} | {new.mean():.3f} | {old.mean():.3f} | {(new - old).mean():+.3f} "
+              f"({lo:+.3f} to {hi:+.3f}) |")
     if args.json:
         args.json.write_text(json.dumps({"data": str(args.data), "new": args.new, "old": args.old,
                                          "summary": summary, "images": per}, indent=1))
