@@ -210,7 +210,8 @@ class InputPanel(QGroupBox):
         for value, text in ((None, "off"), ("flips", "flips (3 passes)"), ("d4", "8 symmetries (8 passes)")):
             self.tta.addItem(text, value)
         self.tta.setToolTip("Test-time augmentation: segment flipped (or rotated) copies too and average the "
-                            "probabilities. Smoother, slightly better masks at 3× or 8× the time.")
+                            "probabilities. Smoother, slightly better masks at 3× or 8× the time with the shipped "
+                            "models; not after a quick fine-tune, which learns which side the anatomy is on.")
         form.addRow("Test-time aug.", self.tta)
         self._card_window: tuple[float, float] | None = None
         self._window_shown = False
