@@ -15,7 +15,12 @@
   too (the widget before it trained on corrected slices only);
 * cleared: 5 even slices, a quick fine-tune, then the user erases the false objects on the 2 slices outside the
   structure where the fine-tuned model draws most (``TrainingPair.slices``: those train as all background), and
-  a fine-tune of the base on the 5 + 2 (7 slices of effort; scored on the slices other than the 7).
+  a fine-tune of the base on the 5 + 2 (7 slices of effort; scored on the slices other than the 7);
+* worst: 5 even slices, then rounds of correction as a user who looks at the whole volume makes them: each round
+  segments with the last fine-tune, the user corrects the one slice with the most wrong pixels (false objects
+  and misses, empty slices included: ``TrainingPair.slices``, so an erased slice trains as background), and the
+  base is fine-tuned again on all slices labelled so far. Columns ``worst1``, ``worst2``: after 1 and 2
+  corrections (scored on the slices other than the 6 or 7 labelled).
 Dice is pooled over all other slices of the volume (not the 5). Hippocampus seeds take different volumes.
 """
 from __future__ import annotations
@@ -37,7 +42,8 @@ from .fewshot import load_base, scores
 from .fewshot_tasks import pick_slices, tasks
 
 
-WAYS = ("even", "random", "suggested", "corrected", "output", "cleared")
+WAYS = ("even", "random", "suggested", "corrected", "output", "cleared", "worst")
+ROUNDS = 2  # corrections of the "worst" way
 
 
 def _tune(model, image, mask, chosen, prep, seed, slices=None, output=None):
@@ -67,6 +73,26 @@ def _cleared(base, image, mask, chosen, prep, window, seed, n: int = 2) -> tuple
     return _score(_tune(base, image, mask, both, prep, seed, slices=both), image, mask, both, window), erased
 
 
+def worst_slice(pred: np.ndarray, mask: np.ndarray, labelled: list[int]) -> int:
+    """The unlabelled slice with the most wrong pixels (false objects and misses; empty slices count too)."""
+    wrong = (pred.astype(bool) != mask.astype(bool)).reshape(len(mask), -1).sum(axis=1)
+    wrong[list(labelled)] = -1
+    return int(np.argmax(wrong))
+
+
+def _worst(base, image, mask, chosen, prep, window, seed, rounds: int = ROUNDS) -> tuple[list[float], list[int]]:
+    """Dice after each of ``rounds`` corrections of the slice the last fine-tune gets most wrong, and those slices."""
+    labelled, added, dice = list(chosen), [], []
+    tuned = _tune(base, image, mask, labelled, prep, seed)
+    for _ in range(rounds):
+        pred = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window)).labels
+        added.append(worst_slice(pred == 1, mask, labelled))
+        labelled = sorted(labelled + added[-1:])
+        tuned = _tune(base, image, mask, labelled, prep, seed, slices=labelled)
+        dice.append(_score(tuned, image, mask, labelled, window))
+    return dice, added
+
+
 def run(task_name: str, base_name: str, seed: int, ways: list[str], min_area: float = 0.25) -> dict:
     task = tasks()[task_name]
     volumes = task.volumes()
@@ -83,6 +109,9 @@ def run(task_name: str, base_name: str, seed: int, ways: list[str], min_area: fl
             out[how] = _score(_tune(base, image, mask, picks[how], prep, seed), image, mask, picks[how], window)
     if "cleared" in ways:
         out["cleared"], out["cleared_slices"] = _cleared(base, image, mask, picks["even"], prep, window, seed)
+    if "worst" in ways:
+        dice, out["worst_slices"] = _worst(base, image, mask, picks["even"], prep, window, seed)
+        out.update({f"worst{i + 1}": d for i, d in enumerate(dice)})
     if not {"suggested", "corrected", "output"} & set(ways):
         print(out, flush=True)
         return out
@@ -118,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run(t, args.base, s, args.ways, args.min_area) for t in args.tasks for s in args.seeds]
     print(f"\n5 labelled slices, quick fine-tune from {args.base} (min_area {args.min_area}): Dice on the other slices "
           "(mean ± sd over seeds)\n")
-    ways = [w for w in WAYS if w in args.ways]
+    ways = [w for w in WAYS if w in args.ways and w != "worst"]
+    ways += [f"worst{i + 1}" for i in range(ROUNDS)] if "worst" in args.ways else []
     print(f"| task | {' | '.join(ways)} | seeds |\n|---|{'---|' * len(ways)}---|")
     for t in args.tasks:
         rs = [r for r in rows if r["task"] == t]

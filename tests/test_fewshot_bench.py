@@ -52,3 +52,15 @@ def test_fit_variants_parse_to_typed_overrides():
 
     assert parse_variant("quick") == ("quick", {})
     assert parse_variant("lr:crosscheck=0,lr=3e-4,augment=true") == ("lr", {"crosscheck": 0, "lr": 3e-4, "augment": True})
+
+
+def test_the_simulated_user_corrects_the_worst_unlabelled_slice():
+    from benchmarks.fewshot_suggest import worst_slice
+
+    mask = np.zeros((6, 8, 8), np.uint8)
+    mask[1:4, 2:6, 2:6] = 1
+    pred = mask.copy()
+    pred[2, 2:4, 2:6] = 0  # 8 missed pixels inside the structure
+    pred[5, :4, :4] = 1  # a false object of 16 pixels on an empty slice
+    assert worst_slice(pred, mask, [1]) == 5
+    assert worst_slice(pred, mask, [1, 5]) == 2  # labelled slices are never proposed
