@@ -22,7 +22,11 @@ Source = Callable[[], "tuple[Any, Any, tuple[float, float] | None] | str"]
 
 TIP = ("Segments the first pair's volume with the current model and lists the unlabelled slices it is least sure "
        "about (mean entropy of its probabilities over the uncertain or foreground pixels), kept apart so they "
-       "cover the volume. Label one or two of them, fine-tune, and ask again.")
+       "cover the volume. Label one or two of them, fine-tune, and ask again.\n"
+       "Uncertainty misses confident mistakes: also scroll through the whole volume and correct the slice that "
+       "looks worst, false objects above or below the structure included (a slice you erase trains as 'nothing "
+       "here'). On liver CT, two such corrections after 5 labelled slices lifted Dice from 0.886 to 0.923 "
+       "(docs/finetuning.md).")
 
 
 class SuggestPanel(QGroupBox):
@@ -38,7 +42,8 @@ class SuggestPanel(QGroupBox):
         self.list = QListWidget()
         self.list.setMaximumHeight(110)
         self.list.setToolTip("Click a slice to go there. Uncertainty: mean entropy in bits (1 = a coin flip).")
-        self.status = QLabel("Which slices would teach the model most? Ask after a first segmentation.")
+        self.status = QLabel("Which slices would teach the model most? Ask after a first segmentation, and fix "
+                             "the slice that looks worst too (false objects outside the structure included).")
         self.status.setWordWrap(True)
         lay.addWidget(self.button)
         lay.addWidget(self.list)
