@@ -20,7 +20,10 @@
   segments with the last fine-tune, the user corrects the one slice with the most wrong pixels (false objects
   and misses, empty slices included: ``TrainingPair.slices``, so an erased slice trains as background), and the
   base is fine-tuned again on all slices labelled so far. Columns ``worst1``, ``worst2``: after 1 and 2
-  corrections (scored on the slices other than the 6 or 7 labelled).
+  corrections (scored on the slices other than the 6 or 7 labelled);
+* beyond: the same rounds, but the slice corrected is the one ``llm4seg.suggest.beyond_labels`` ranks first (the
+  model's largest drawing beyond the labelled slices; no reference needed, as the panel shows it). Columns
+  ``beyond1``, ``beyond2``.
 Dice is pooled over all other slices of the volume (not the 5). Hippocampus seeds take different volumes.
 """
 from __future__ import annotations
@@ -36,13 +39,13 @@ import torch
 from llm4seg.events import run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.infer import segment
-from llm4seg.suggest import suggest_slices
+from llm4seg.suggest import beyond_labels, suggest_slices
 
 from .fewshot import load_base, scores
 from .fewshot_tasks import pick_slices, tasks
 
 
-WAYS = ("even", "random", "suggested", "corrected", "output", "cleared", "worst")
+WAYS = ("even", "random", "suggested", "corrected", "output", "cleared", "worst", "beyond")
 ROUNDS = 2  # corrections of the "worst" way
 
 
@@ -80,13 +83,25 @@ def worst_slice(pred: np.ndarray, mask: np.ndarray, labelled: list[int]) -> int:
     return int(np.argmax(wrong))
 
 
-def _worst(base, image, mask, chosen, prep, window, seed, rounds: int = ROUNDS) -> tuple[list[float], list[int]]:
-    """Dice after each of ``rounds`` corrections of the slice the last fine-tune gets most wrong, and those slices."""
+def beyond_slice(pred: np.ndarray, mask: np.ndarray, labelled: list[int]) -> int | None:
+    """The slice :func:`llm4seg.suggest.beyond_labels` ranks first (the reference is not used), or None."""
+    found = beyond_labels(pred, labelled, 1, min_gap=0)
+    return found[0].z if found else None
+
+
+def _rounds(base, image, mask, chosen, prep, window, seed, pick=worst_slice, rounds: int = ROUNDS
+            ) -> tuple[list[float], list[int]]:
+    """Dice after each of ``rounds`` corrections of the slice ``pick(pred, mask, labelled)`` names (the slice the
+    last fine-tune gets most wrong by default), and those slices; a round without a slice to correct repeats."""
     labelled, added, dice = list(chosen), [], []
     tuned = _tune(base, image, mask, labelled, prep, seed)
     for _ in range(rounds):
         pred = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window)).labels
-        added.append(worst_slice(pred == 1, mask, labelled))
+        z = pick(pred == 1, mask, labelled)
+        if z is None:
+            dice.append(dice[-1] if dice else _score(tuned, image, mask, labelled, window))
+            continue
+        added.append(z)
         labelled = sorted(labelled + added[-1:])
         tuned = _tune(base, image, mask, labelled, prep, seed, slices=labelled)
         dice.append(_score(tuned, image, mask, labelled, window))
@@ -109,9 +124,10 @@ def run(task_name: str, base_name: str, seed: int, ways: list[str], min_area: fl
             out[how] = _score(_tune(base, image, mask, picks[how], prep, seed), image, mask, picks[how], window)
     if "cleared" in ways:
         out["cleared"], out["cleared_slices"] = _cleared(base, image, mask, picks["even"], prep, window, seed)
-    if "worst" in ways:
-        dice, out["worst_slices"] = _worst(base, image, mask, picks["even"], prep, window, seed)
-        out.update({f"worst{i + 1}": d for i, d in enumerate(dice)})
+    for way, pick in (("worst", worst_slice), ("beyond", beyond_slice)):
+        if way in ways:
+            dice, out[f"{way}_slices"] = _rounds(base, image, mask, picks["even"], prep, window, seed, pick)
+            out.update({f"{way}{i + 1}": d for i, d in enumerate(dice)})
     if not {"suggested", "corrected", "output"} & set(ways):
         print(out, flush=True)
         return out
@@ -147,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run(t, args.base, s, args.ways, args.min_area) for t in args.tasks for s in args.seeds]
     print(f"\n5 labelled slices, quick fine-tune from {args.base} (min_area {args.min_area}): Dice on the other slices "
           "(mean ± sd over seeds)\n")
-    ways = [w for w in WAYS if w in args.ways and w != "worst"]
-    ways += [f"worst{i + 1}" for i in range(ROUNDS)] if "worst" in args.ways else []
+    ways = [w for w in WAYS if w in args.ways and w not in ("worst", "beyond")]
+    ways += [f"{w}{i + 1}" for w in ("worst", "beyond") if w in args.ways for i in range(ROUNDS)]
     print(f"| task | {' | '.join(ways)} | seeds |\n|---|{'---|' * len(ways)}---|")
     for t in args.tasks:
         rs = [r for r in rows if r["task"] == t]

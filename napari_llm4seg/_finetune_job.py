@@ -86,13 +86,16 @@ def outcome_text(outcome: FinetuneOutcome) -> tuple[str, str]:
     return text, info
 
 
+BEYOND = 1  # slices beyond the labelled ones that the panel also lists (a second one cost Dice: docs/finetuning.md)
+
+
 def suggest_job(base: Any, pair: TrainingPair, window: tuple[float, float] | None, k: int = 5
                 ) -> Generator[Any, None, list]:
     """Segment ``pair``'s image with probabilities and rank its unlabelled slices (those not in
-    ``pair.slices``, or without labels) by uncertainty (``llm4seg.suggest``). ``base`` None loads the default
-    model."""
+    ``pair.slices``, or without labels) by uncertainty, then add the slices beyond the labelled ones where the
+    model draws most (``llm4seg.suggest``). ``base`` None loads the default model."""
     from llm4seg.infer import iter_segment
-    from llm4seg.suggest import suggest_slices
+    from llm4seg.suggest import beyond_labels, suggest_slices
 
     labels = np.asarray(pair.labels)
     if labels.ndim != 3:
@@ -104,4 +107,5 @@ def suggest_job(base: Any, pair: TrainingPair, window: tuple[float, float] | Non
     labelled = (list(pair.slices) if pair.slices is not None  # a corrected output: its corrected slices
                 else np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1)).tolist())
     probs = result.probs if result.probs.ndim == 3 else result.probs.transpose(1, 0, 2, 3)  # (K, Z, ..) → (Z, K, ..)
-    return suggest_slices(probs, labelled, k)
+    uncertain = suggest_slices(probs, labelled, k)
+    return uncertain + beyond_labels(result.labels > 0, labelled, BEYOND)

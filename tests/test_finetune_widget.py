@@ -317,10 +317,19 @@ def test_label_this_next_ranks_unlabelled_slices_and_jumps_there(make_widgets, q
     qtbot.waitUntil(lambda: not panel.busy, timeout=TIMEOUT)
     zs = [panel.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(panel.list.count())]
     assert zs and all(abs(z - 5) > 2 for z in zs) and len(set(zs)) == len(zs)  # never the labelled slice's side
-    scores = [float(panel.list.item(i).text().split()[-1]) for i in range(panel.list.count())]
-    assert scores == sorted(scores, reverse=True)
+    texts = [panel.list.item(i).text() for i in range(panel.list.count())]
+    unsure = [t for t in texts if "uncertainty" in t]
+    scores = [float(t.split()[-1]) for t in unsure]
+    assert scores == sorted(scores, reverse=True) and texts[:len(unsure)] == unsure  # the beyond slices come last
+    assert all("beyond your labels" in t for t in texts[len(unsure):]) and len(texts) - len(unsure) <= 2
     panel._go(panel.list.item(0))
     assert viewer.dims.current_step[0] == zs[0]
+    from llm4seg.suggest import Suggestion
+
+    panel.list.clear()
+    panel._on_done([Suggestion(3, 0.52), Suggestion(10, 0.25, "beyond")])
+    assert panel.list.item(1).text() == "slice 10   drawn beyond your labels: 25% of the slice"
+    assert "1 slice(s) to label next" in panel.status.text() and "1 slice(s) beyond your labelled" in panel.status.text()
 
 
 def test_segment_output_pairs_only_once_the_user_corrects_it(make_widgets, notes):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llm4seg.suggest import slice_uncertainty, suggest_slices
+from llm4seg.suggest import beyond_labels, slice_uncertainty, suggest_slices
 
 
 def probs_volume() -> np.ndarray:
@@ -39,3 +39,17 @@ def test_min_area_drops_slices_with_only_a_stray_blob():
     p[1, 0:2, 0:2] = 0.55  # a tiny, very unsure blob: high score, nothing to paint
     assert 1 in [s.z for s in suggest_slices(p, k=5, min_gap=0, min_area=0.0)]
     assert [s.z for s in suggest_slices(p, k=5, min_gap=0, min_area=0.25)] == [8, 6, 3]
+
+
+def test_beyond_labels_lists_confident_drawings_outside_the_labelled_range():
+    fg = np.zeros((12, 10, 10), bool)
+    fg[3:8, 3:7, 3:7] = True  # the structure, labelled on slices 3 and 6 (16 pixels a slice)
+    fg[2, 4:6, 4:6] = True  # its lower tip (4 pixels)
+    fg[10, :, :5] = True  # a large confident false object above the top labelled slice (50 pixels)
+    fg[11, :3, :3] = True  # 9 pixels
+    found = beyond_labels(fg, [3, 6], k=5, min_gap=0)
+    assert [s.z for s in found] == [10, 7, 11, 2] and all(s.kind == "beyond" for s in found)
+    assert found[0].score == pytest.approx(0.5)  # half the slice drawn
+    assert [s.z for s in beyond_labels(fg, [3, 6], k=5, min_gap=1)] == [10]  # 2, 7, 11 touch 3, 6, 10
+    assert beyond_labels(fg, [], k=2) == [] and beyond_labels(np.zeros((4, 4), bool), [1]) == []
+    assert suggest_slices(probs_volume(), k=1)[0].kind == "uncertain"

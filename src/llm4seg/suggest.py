@@ -4,7 +4,9 @@
 probabilities, over the pixels the model is not sure about (or that it calls foreground), so a slice
 with a small uncertain structure is not drowned by its confident background. :func:`suggest_slices`
 ranks the slices not labelled yet and keeps them apart (``min_gap``), so the suggestions cover the
-volume instead of piling up on neighbours.
+volume instead of piling up on neighbours. Uncertainty misses confident mistakes: :func:`beyond_labels`
+lists the slices beyond the labelled ones (above the top one, below the bottom one) where the model still
+draws, largest drawing first: where another organ is mistaken for the labelled one (the heart above the liver).
 """
 from __future__ import annotations
 
@@ -13,17 +15,19 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["Suggestion", "slice_uncertainty", "suggest_slices"]
+__all__ = ["Suggestion", "beyond_labels", "slice_uncertainty", "suggest_slices"]
 
 EPS = 1e-6
 
 
 @dataclass(frozen=True)
 class Suggestion:
-    """A slice index and its uncertainty score (mean entropy in bits, 0 = certain)."""
+    """A slice index and its score: ``kind`` "uncertain", the mean entropy in bits (0 = certain); "beyond", the
+    fraction of the slice the model draws as foreground beyond the labelled slices."""
 
     z: int
     score: float
+    kind: str = "uncertain"
 
 
 def _entropy(probs: np.ndarray, binary: bool) -> np.ndarray:
@@ -70,6 +74,29 @@ def suggest_slices(probs: np.ndarray, labelled: Sequence[int] = (), k: int = 5, 
     if min_area > 0:
         area = _region(probs, threshold)[1].reshape(len(scores), -1).sum(axis=1)
         scores = np.where(area >= min_area * max(1, int(area.max())), scores, 0.0)
+    return _ranked(scores, labelled, k, min_gap, "uncertain")
+
+
+def beyond_labels(foreground: np.ndarray, labelled: Sequence[int], k: int = 2, *, min_gap: int = 2
+                  ) -> list[Suggestion]:
+    """Up to ``k`` slices outside the labelled range (before the first labelled slice or after the last) where
+    ``foreground`` (Z, H, W: what the model draws) covers most of the slice, largest first, ``min_gap`` apart.
+
+    A structure's own ends lie there too; so do other organs the model mistakes for it, which no uncertainty
+    score ranks high (the model is sure). After 5 even slices, correcting the slice this ranks first gained Dice
+    in 5 of 6 liver CT / hippocampus MRI runs (+0.022 on average; docs/finetuning.md)."""
+    fg = np.asarray(foreground).astype(bool)
+    zs = [int(z) for z in labelled if 0 <= int(z) < len(fg)]
+    if fg.ndim != 3 or not zs:
+        return []
+    frac = fg.reshape(len(fg), -1).mean(axis=1)
+    inside = np.zeros(len(fg), dtype=bool)
+    inside[min(zs):max(zs) + 1] = True
+    return _ranked(np.where(inside, 0.0, frac), zs, k, min_gap, "beyond")
+
+
+def _ranked(scores: np.ndarray, labelled: Sequence[int], k: int, min_gap: int, kind: str) -> list[Suggestion]:
+    """The ``k`` best-scoring slices (score > 0), none within ``min_gap`` of a labelled or an earlier pick."""
     blocked = np.zeros(len(scores), dtype=bool)
 
     def block(z: int) -> None:
@@ -83,6 +110,6 @@ def suggest_slices(probs: np.ndarray, labelled: Sequence[int] = (), k: int = 5, 
         if len(out) >= k or scores[z] <= 0:
             break
         if not blocked[z]:
-            out.append(Suggestion(int(z), float(scores[z])))
+            out.append(Suggestion(int(z), float(scores[z]), kind))
             block(int(z))
     return out
