@@ -159,6 +159,7 @@ if [ "$which" = isic ] || [ "$which" = all ]; then
 fi
 if [ "$which" = thyroid ] || [ "$which" = all ]; then
     grep '^test_' "$DATA/tg3k/list.txt" > "$RUNS/tg3k_test.txt"
-    specialist thyroid tg3k "thyroid gland" "thyroid gland in ultrasound" "tg3k_test=$DATA/tg3k:$RUNS/tg3k_test.txt"
+    # with the jitter: +0.037 Dice on the 359 test_* frames (docs/models.md)
+    EXTRA="--jitter 1" specialist thyroid tg3k "thyroid gland" "thyroid gland in ultrasound" "tg3k_test=$DATA/tg3k:$RUNS/tg3k_test.txt"
 fi
 exit 0
