@@ -20,10 +20,11 @@
   segments with the last fine-tune, the user corrects the one slice with the most wrong pixels (false objects
   and misses, empty slices included: ``TrainingPair.slices``, so an erased slice trains as background), and the
   base is fine-tuned again on all slices labelled so far. Columns ``worst1``, ``worst2``: after 1 and 2
-  corrections (scored on the slices other than the 6 or 7 labelled);
+  corrections (``--rounds``; scored on the slices other than the 6 or 7 labelled);
 * beyond: the same rounds, but the slice corrected is the one ``llm4seg.suggest.beyond_labels`` ranks first (the
-  model's largest drawing beyond the labelled slices; no reference needed, as the panel shows it). Columns
-  ``beyond1``, ``beyond2``.
+  model's largest drawing beyond the labelled slices, 2 slices apart from them, as the panel lists it), and
+  only when most of that drawing is not the structure (the panel asks the user to check and erase it if not;
+  otherwise the round changes nothing). Columns ``beyond1``, ``beyond2``.
 Dice is pooled over all other slices of the volume (not the 5). Hippocampus seeds take different volumes.
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ from .fewshot_tasks import pick_slices, tasks
 
 
 WAYS = ("even", "random", "suggested", "corrected", "output", "cleared", "worst", "beyond")
-ROUNDS = 2  # corrections of the "worst" way
+ROUNDS = 2  # corrections of the "worst" and "beyond" ways (--rounds)
 
 
 def _tune(model, image, mask, chosen, prep, seed, slices=None, output=None):
@@ -84,9 +85,15 @@ def worst_slice(pred: np.ndarray, mask: np.ndarray, labelled: list[int]) -> int:
 
 
 def beyond_slice(pred: np.ndarray, mask: np.ndarray, labelled: list[int]) -> int | None:
-    """The slice :func:`llm4seg.suggest.beyond_labels` ranks first (the reference is not used), or None."""
-    found = beyond_labels(pred, labelled, 1, min_gap=0)
-    return found[0].z if found else None
+    """The slice :func:`llm4seg.suggest.beyond_labels` ranks first, as the panel lists it (2 slices apart from the
+    labelled ones), when the user, as the panel asks, finds that most of what is drawn there is not the
+    structure (precision below 0.5: then it is corrected); None when there is none or the drawing is right."""
+    found = beyond_labels(pred, labelled, 1)
+    if not found:
+        return None
+    z = found[0].z
+    drawn = pred[z].astype(bool)
+    return z if (drawn & mask[z].astype(bool)).sum() < 0.5 * drawn.sum() else None
 
 
 def _rounds(base, image, mask, chosen, prep, window, seed, pick=worst_slice, rounds: int = ROUNDS
@@ -108,7 +115,8 @@ def _rounds(base, image, mask, chosen, prep, window, seed, pick=worst_slice, rou
     return dice, added
 
 
-def run(task_name: str, base_name: str, seed: int, ways: list[str], min_area: float = 0.25) -> dict:
+def run(task_name: str, base_name: str, seed: int, ways: list[str], min_area: float = 0.25, rounds: int = ROUNDS
+        ) -> dict:
     task = tasks()[task_name]
     volumes = task.volumes()
     name, image, mask, window = volumes[seed % len(volumes)]
@@ -126,7 +134,7 @@ def run(task_name: str, base_name: str, seed: int, ways: list[str], min_area: fl
         out["cleared"], out["cleared_slices"] = _cleared(base, image, mask, picks["even"], prep, window, seed)
     for way, pick in (("worst", worst_slice), ("beyond", beyond_slice)):
         if way in ways:
-            dice, out[f"{way}_slices"] = _rounds(base, image, mask, picks["even"], prep, window, seed, pick)
+            dice, out[f"{way}_slices"] = _rounds(base, image, mask, picks["even"], prep, window, seed, pick, rounds)
             out.update({f"{way}{i + 1}": d for i, d in enumerate(dice)})
     if not {"suggested", "corrected", "output"} & set(ways):
         print(out, flush=True)
@@ -158,13 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ways", nargs="+", choices=WAYS, default=list(WAYS))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--min-area", type=float, default=0.25, help="suggest_slices(min_area=...)")
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help="corrections of the worst / beyond ways")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    rows = [run(t, args.base, s, args.ways, args.min_area) for t in args.tasks for s in args.seeds]
+    rows = [run(t, args.base, s, args.ways, args.min_area, args.rounds) for t in args.tasks for s in args.seeds]
     print(f"\n5 labelled slices, quick fine-tune from {args.base} (min_area {args.min_area}): Dice on the other slices "
           "(mean ± sd over seeds)\n")
     ways = [w for w in WAYS if w in args.ways and w not in ("worst", "beyond")]
-    ways += [f"{w}{i + 1}" for w in ("worst", "beyond") if w in args.ways for i in range(ROUNDS)]
+    ways += [f"{w}{i + 1}" for w in ("worst", "beyond") if w in args.ways for i in range(args.rounds)]
     print(f"| task | {' | '.join(ways)} | seeds |\n|---|{'---|' * len(ways)}---|")
     for t in args.tasks:
         rs = [r for r in rows if r["task"] == t]

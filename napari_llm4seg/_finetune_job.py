@@ -86,7 +86,7 @@ def outcome_text(outcome: FinetuneOutcome) -> tuple[str, str]:
     return text, info
 
 
-BEYOND = 1  # slices beyond the labelled ones that the panel also lists (a second one cost Dice: docs/finetuning.md)
+BEYOND = 1  # slices beyond the labelled ones that the panel also lists, to look at (docs/finetuning.md)
 
 
 def suggest_job(base: Any, pair: TrainingPair, window: tuple[float, float] | None, k: int = 5

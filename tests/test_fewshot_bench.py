@@ -64,3 +64,17 @@ def test_the_simulated_user_corrects_the_worst_unlabelled_slice():
     pred[5, :4, :4] = 1  # a false object of 16 pixels on an empty slice
     assert worst_slice(pred, mask, [1]) == 5
     assert worst_slice(pred, mask, [1, 5]) == 2  # labelled slices are never proposed
+
+
+def test_the_simulated_user_corrects_the_beyond_slice_only_when_it_is_wrong():
+    from benchmarks.fewshot_suggest import beyond_slice
+
+    mask = np.zeros((8, 6, 6), np.uint8)
+    mask[1:5, 1:4, 1:4] = 1
+    pred = mask.copy()
+    pred[7, :, :] = 1  # a false object far above the labelled slices 1 and 3
+    assert beyond_slice(pred, mask, [1, 3]) == 7
+    pred[7] = 0
+    assert beyond_slice(pred, mask, [1]) is None  # slice 4 is drawn beyond slice 1, 3 apart, and right: left alone
+    mask[4] = 0
+    assert beyond_slice(pred, mask, [1]) == 4  # the same drawing where there is nothing: corrected
