@@ -78,3 +78,16 @@ def test_the_simulated_user_corrects_the_beyond_slice_only_when_it_is_wrong():
     assert beyond_slice(pred, mask, [1]) is None  # slice 4 is drawn beyond slice 1, 3 apart, and right: left alone
     mask[4] = 0
     assert beyond_slice(pred, mask, [1]) == 4  # the same drawing where there is nothing: corrected
+
+
+def test_error_table_splits_the_mistakes_by_where_they_are():
+    from benchmarks.fewshot_errors import error_table
+
+    mask = np.zeros((8, 4, 4), np.uint8)
+    mask[1:6, 1:3, 1:3] = 1
+    pred = mask.copy()
+    pred[3, 1, 1] = 0  # a miss inside the labelled range 2-4
+    pred[5, 0, 0] = 1  # a false voxel beyond it, on a slice with the structure
+    pred[7, :2, :] = 1  # 8 false voxels beyond, on an empty slice
+    assert error_table(pred, mask, [2, 4]) == {"inside": {"fp": 0, "fn": 1}, "beyond": {"fp": 9, "fn": 0},
+                                               "empty": {"fp": 8, "fn": 0}}
