@@ -70,6 +70,12 @@ def scores(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     return (float(2 * inter / total), float(inter / union)) if total else (1.0, 1.0)
 
 
+def slice_errors(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and missed pixels of each slice of two binary (Z, H, W) masks."""
+    p, t = pred.astype(bool).reshape(len(pred), -1), truth.astype(bool).reshape(len(truth), -1)
+    return (p & ~t).sum(axis=1), (~p & t).sum(axis=1)
+
+
 def check_note(outcome) -> str:
     """The check's two held-out Dice scores, and whether it kept the start."""
     c = outcome.check

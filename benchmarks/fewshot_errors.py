@@ -14,24 +14,19 @@ import dataclasses
 import numpy as np
 import torch
 
-from llm4seg.events import run_to_end
-from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
-from llm4seg.infer import segment
-
-from .fewshot import load_base, scores
+from .fewshot import load_base, slice_errors
+from .fewshot_suggest import _dice, _predict, _tune
 from .fewshot_tasks import pick_slices, tasks
 
 
 def error_table(pred: np.ndarray, mask: np.ndarray, labelled: list[int]) -> dict[str, dict[str, int]]:
     """False positives and misses (voxels) on the unlabelled slices: inside the labelled z-range, beyond it, and
     on the slices without the structure (``empty``, a part of the other two)."""
-    pred, mask = pred.astype(bool), mask.astype(bool)
     z = np.arange(len(mask))
     others = ~np.isin(z, labelled)
     inside = (z >= min(labelled)) & (z <= max(labelled))
-    empty = ~mask.reshape(len(mask), -1).any(axis=1)
-    fp = (pred & ~mask).reshape(len(mask), -1).sum(axis=1)
-    fn = (~pred & mask).reshape(len(mask), -1).sum(axis=1)
+    empty = ~mask.astype(bool).reshape(len(mask), -1).any(axis=1)
+    fp, fn = slice_errors(pred, mask)
     parts = {"inside": others & inside, "beyond": others & ~inside, "empty": others & empty}
     return {name: {"fp": int(fp[sel].sum()), "fn": int(fn[sel].sum())} for name, sel in parts.items()}
 
@@ -50,24 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     name, image, mask, window = volumes[args.seed % len(volumes)]
     base = load_base(args.base, False)
     chosen = pick_slices(mask, args.k, args.seed if len(volumes) == 1 else 0)
-    sparse = np.zeros_like(mask)
-    sparse[chosen] = mask[chosen]
-    plan = summarise([TrainingPair(image, sparse, name=name)], base.card.classes)
     prep = dataclasses.replace(base.card.preprocess, window=window)
-    tuned = run_to_end(finetune(base, plan, preset_config("quick", seed=args.seed), prep=prep)).model
-    pred = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window)).labels == 1
-    others = np.setdiff1d(np.arange(len(mask)), chosen)
+    labels = _predict(_tune(base, image, mask, chosen, prep, args.seed), image, window)
+    pred = labels == 1
     print(f"{args.task} ({name}), {args.k} slices {chosen} from {args.base}, seed {args.seed}: "
-          f"Dice {scores(pred[others], mask[others])[0]:.4f} on the other slices\n")
+          f"Dice {_dice(labels, mask, chosen):.4f} on the other slices\n")
     print("| where | false voxels | missed voxels |\n|---|---|---|")
     for part, v in error_table(pred, mask, chosen).items():
         print(f"| {part} | {v['fp']} | {v['fn']} |")
-    wrong = (pred != mask.astype(bool)).reshape(len(mask), -1).sum(axis=1)
+    fp, fn = slice_errors(pred, mask)
+    wrong = fp + fn
     wrong[chosen] = -1
     print("\n| slice | structure voxels | false | missed |\n|---|---|---|---|")
     for z in np.argsort(-wrong)[:args.top]:
-        print(f"| {z} | {int(mask[z].sum())} | {int((pred[z] & ~mask[z].astype(bool)).sum())} | "
-              f"{int((~pred[z] & mask[z].astype(bool)).sum())} |")
+        print(f"| {z} | {int(mask[z].sum())} | {fp[z]} | {fn[z]} |")
     return 0
 
 

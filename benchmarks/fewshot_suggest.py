@@ -42,7 +42,7 @@ from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.infer import segment
 from llm4seg.suggest import beyond_labels, suggest_slices
 
-from .fewshot import load_base, scores
+from .fewshot import load_base, scores, slice_errors
 from .fewshot_tasks import pick_slices, tasks
 
 
@@ -60,17 +60,24 @@ def _tune(model, image, mask, chosen, prep, seed, slices=None, output=None):
     return run_to_end(finetune(model, plan, preset_config("quick", seed=seed), prep=prep)).model
 
 
-def _score(model, image, mask, chosen, window):
-    prep = dataclasses.replace(model.card.preprocess, window=window)
-    pred = segment(image, model, prep=prep).labels
+def _predict(model, image, window) -> np.ndarray:
+    """The volume's labels from ``model`` in the task's CT window."""
+    return segment(image, model, prep=dataclasses.replace(model.card.preprocess, window=window)).labels
+
+
+def _dice(pred, mask, chosen) -> float:
+    """Dice of class 1, pooled over the slices not in ``chosen``."""
     others = np.setdiff1d(np.arange(len(mask)), chosen)
     return scores(pred[others] == 1, mask[others])[0]
 
 
+def _score(model, image, mask, chosen, window):
+    return _dice(_predict(model, image, window), mask, chosen)
+
+
 def _cleared(base, image, mask, chosen, prep, window, seed, n: int = 2) -> tuple[float, list[int]]:
     """Dice after a second fine-tune that also learns the ``n`` empty slices the first one gets most wrong."""
-    tuned = _tune(base, image, mask, chosen, prep, seed)
-    pred = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window)).labels
+    pred = _predict(_tune(base, image, mask, chosen, prep, seed), image, window)
     false = np.where(mask.reshape(len(mask), -1).any(axis=1), 0, (pred == 1).reshape(len(pred), -1).sum(axis=1))
     erased = [int(z) for z in np.argsort(-false)[:n] if false[z] > 0]
     both = sorted(set(chosen) | set(erased))
@@ -79,7 +86,7 @@ def _cleared(base, image, mask, chosen, prep, window, seed, n: int = 2) -> tuple
 
 def worst_slice(pred: np.ndarray, mask: np.ndarray, labelled: list[int]) -> int:
     """The unlabelled slice with the most wrong pixels (false objects and misses; empty slices count too)."""
-    wrong = (pred.astype(bool) != mask.astype(bool)).reshape(len(mask), -1).sum(axis=1)
+    wrong = np.add(*slice_errors(pred, mask))
     wrong[list(labelled)] = -1
     return int(np.argmax(wrong))
 
@@ -101,17 +108,14 @@ def _rounds(base, image, mask, chosen, prep, window, seed, pick=worst_slice, rou
     """Dice after each of ``rounds`` corrections of the slice ``pick(pred, mask, labelled)`` names (the slice the
     last fine-tune gets most wrong by default), and those slices; a round without a slice to correct repeats."""
     labelled, added, dice = list(chosen), [], []
-    tuned = _tune(base, image, mask, labelled, prep, seed)
+    pred = _predict(_tune(base, image, mask, labelled, prep, seed), image, window)
     for _ in range(rounds):
-        pred = segment(image, tuned, prep=dataclasses.replace(tuned.card.preprocess, window=window)).labels
         z = pick(pred == 1, mask, labelled)
-        if z is None:
-            dice.append(dice[-1] if dice else _score(tuned, image, mask, labelled, window))
-            continue
-        added.append(z)
-        labelled = sorted(labelled + added[-1:])
-        tuned = _tune(base, image, mask, labelled, prep, seed, slices=labelled)
-        dice.append(_score(tuned, image, mask, labelled, window))
+        if z is not None:
+            added.append(z)
+            labelled = sorted(labelled + [z])
+            pred = _predict(_tune(base, image, mask, labelled, prep, seed, slices=labelled), image, window)
+        dice.append(_dice(pred, mask, labelled))
     return dice, added
 
 
