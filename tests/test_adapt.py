@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from _factories import disk_image, one_thread, tiny_model  # noqa: F401 - one_thread: autouse
-from llm4seg.adapt import blend_weights, expand_to_rgb, recalibrate_batchnorm
+from llm4seg.adapt import LUMA, blend_weights, expand_to_rgb, recalibrate_batchnorm
 from llm4seg.checkpoint import ModelCard
 from llm4seg.events import Log, run_to_end
 from llm4seg.finetune import MIN_VAL_ITEMS, NO_VALIDATION, TrainingPair, finetune, preset_config, summarise, \
-    validation_fraction
+    colour_config, validation_fraction
 from llm4seg.infer import segment
 from llm4seg.preprocess import Preprocessing
 from llm4seg.train import TrainConfig, fit, from_arrays
@@ -96,6 +96,29 @@ def test_colour_pairs_turn_a_gray_model_into_rgb_and_report_it():
     assert segment(pairs[0].image, outcome.model).labels.shape == (32, 32)
     gray = run_to_end(finetune(model, summarise(pairs, CLASSES), config, expand_rgb=False))
     assert gray.model.config.in_channels == 1
+
+
+def test_quick_trains_the_whole_network_when_a_gray_model_meets_colour():
+    """The quick preset freezes the encoder, which cannot then learn colour: on a gray model expanded to RGB
+    it trains the whole network (stem included), says so, and records it; gray pairs or a 3-channel start,
+    or ``learn_colour=False``, keep the decoder-only preset."""
+    model = carded()
+    stem = model.stem.conv[0].weight.detach().clone()
+    colour = summarise([TrainingPair(*colour_image(i), name=f"c{i}", rgb=True) for i in range(3)], CLASSES)
+    events: list = []
+    quick = preset_config("quick", steps=3)
+    outcome = run_to_end(finetune(model, colour, quick), events.append)
+    assert outcome.config.train == "all" and not outcome.config.cache_features and outcome.config.crop is None
+    assert outcome.config.steps == 3 and outcome.config.augment and outcome.config.crosscheck == 0
+    assert any("whole network trains" in e.text for e in events if isinstance(e, Log))
+    trained_stem = outcome.model.stem.conv[0].weight.detach()
+    assert not torch.allclose(trained_stem, stem.repeat(1, 3, 1, 1) * torch.tensor(LUMA).view(1, 3, 1, 1))
+    assert colour_config(quick.replace(learn_colour=False)) == quick.replace(learn_colour=False)
+    off = run_to_end(finetune(model, colour, quick.replace(learn_colour=False)))
+    assert off.config.train == "decoder"
+    gray = summarise([TrainingPair(*disk_image(32, 32, seed=i), name=f"g{i}") for i in range(3)], CLASSES)
+    assert run_to_end(finetune(model, gray, quick)).config.train == "decoder"
+    assert run_to_end(finetune(carded(3), colour, quick)).config.train == "decoder"
 
 
 def test_volume_recalibration_uses_unlabelled_slices():

@@ -42,6 +42,9 @@ class TrainConfig:
     ``crosscheck`` (fine-tuning): with k >= 2 folds, first check on the labelled items whether fine-tuning
     beats the start on items it did not train on (``llm4seg.crosscheck``), and keep the start when it does
     not; 0 trains without the check.
+    ``learn_colour`` (fine-tuning): when a 1-channel model is expanded to take colour images and ``train`` is
+    ``"decoder"``, the whole network trains instead (no cached features or crops; flips + rot90), since a
+    frozen encoder cannot learn to use colour (:func:`llm4seg.finetune.colour_config`).
     """
 
     preset: str = "paper"
@@ -71,6 +74,7 @@ class TrainConfig:
     recalibrate_bn: bool = False
     blend: float = 1.0
     crosscheck: int = 0
+    learn_colour: bool = False
     num_threads: int | None = None
 
     def __post_init__(self) -> None:
@@ -115,10 +119,12 @@ class TrainConfig:
         steps (lr 1e-3 or 3e-4, flips + rot90) or re-estimating BatchNorm statistics first gave no better
         Dice in 3-4x the time. The last weights are kept (``select="last"``). First, a 2-fold check on the
         labelled items (``crosscheck=2``, :mod:`llm4seg.crosscheck`) keeps the start when fine-tuned copies
-        segment held-out items worse (the generalist on ISIC or CVC-ColonDB frames; docs/finetuning.md)."""
+        segment held-out items worse (the generalist on ISIC or CVC-ColonDB frames; docs/finetuning.md).
+        ``learn_colour``: a gray model fine-tuned on colour images trains whole instead (ISIC, 10 images from
+        the gray default, 3 seeds: Dice 0.752 ± 0.035 instead of 0.645 ± 0.044)."""
         base = dict(preset="quick", steps=100, batch_size=4, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
                     schedule="cosine", warmup_steps=5, train="decoder", cache_features=True, augment=False,
-                    aug_versions=4, crop=112, val_every=25, select="last", crosscheck=2)
+                    aug_versions=4, crop=112, val_every=25, select="last", crosscheck=2, learn_colour=True)
         return cls(**{**base, **overrides})
 
     @classmethod
