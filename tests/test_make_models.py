@@ -79,4 +79,5 @@ def test_make_models_recipes_run_end_to_end(tmp_path):
         training = model.card.training
         assert model.config.in_channels == 3 and training["steps"] == 2 and training["data"] == part
         assert training["init"].endswith("generalist.safetensors")  # started from the generalist
+        assert model.card.preprocessing["size"] == (256 if name == "polyp" else 128)  # small polyps need pixels
     assert sorted((ROOT / "src" / "llm4seg" / "weights").iterdir()) == weights  # SHIP=0 left them alone

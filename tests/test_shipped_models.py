@@ -112,5 +112,5 @@ def test_card_brief_gives_one_score_per_data_set():
     from llm4seg.cardtext import card_brief
 
     rows = dict(card_brief(models.load_model("polyp", device="cpu").card))
-    assert rows["input"] == "RGB, 128×128" and rows["classes"] == "polyp"
+    assert rows["input"] == "RGB, 256×256" and rows["classes"] == "polyp"
     assert rows["scores"].count("(validation)") == 1 and "(colondb)" in rows["scores"]
