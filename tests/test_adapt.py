@@ -119,6 +119,8 @@ def test_quick_trains_the_whole_network_when_a_gray_model_meets_colour():
     gray = summarise([TrainingPair(*disk_image(32, 32, seed=i), name=f"g{i}") for i in range(3)], CLASSES)
     assert run_to_end(finetune(model, gray, quick)).config.train == "decoder"
     assert run_to_end(finetune(carded(3), colour, quick)).config.train == "decoder"
+    one = summarise([TrainingPair(*colour_image(0), name="c0", rgb=True)], CLASSES)  # too few for the whole network
+    assert run_to_end(finetune(model, one, quick)).config.train == "decoder"
 
 
 def test_volume_recalibration_uses_unlabelled_slices():
