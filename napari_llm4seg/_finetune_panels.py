@@ -33,8 +33,8 @@ PARTS = tuple((key, PART_TEXT[key]) for key in TRAIN_PARTS)
 PRESET_TIPS = {
     "quick": "quick: 100 steps, only the decoder and head train, on encoder features computed once "
              "(12-22 s for 5-10 items at 128² on a 2-core CPU; docs/finetuning.md); from 8 items, after a 2-fold "
-             "check against the start (27-64 s in all for 10 images). A gray model on colour images trains whole, "
-             "without the check (its first layers must learn colour; ISIC: Dice 0.75 instead of 0.65, 30 s).",
+             "check against the start (27-64 s in all for 10 images). From 3 colour images a gray model trains "
+             "whole, without the check (its first layers must learn colour; ISIC: Dice 0.75 instead of 0.65, 30 s).",
     "thorough": "thorough: 400 steps of the whole network (the frozen LLM layer excepted): slower, adapts more, "
                 "and can forget more of what the model knew.",
 }

@@ -312,12 +312,12 @@ def finetune(
     if prepared is None:
         return None
     trained, data = prepared
+    sources = len(set(data.groups))  # items are sources, or slices of a single volume (as ``split`` counts them)
     expanded = trained.config.in_channels != model.config.in_channels
-    if expanded and len(set(data.groups)) >= COLOUR_MIN_ITEMS and colour_config(config) != config:
-        config = colour_config(config)
+    if expanded and sources >= COLOUR_MIN_ITEMS and (colour := colour_config(config)) != config:
+        config = colour
         yield Log("a gray model on colour images: the whole network trains (with flips and rotations), so that "
                   "its first layers learn to use colour; no check against the start, which never saw colour")
-    sources = len(set(data.groups))  # items are sources, or slices of a single volume (as ``split`` counts them)
     fraction = validation_fraction(sources if sources > 1 else len(data), val_fraction)
     train_set, val_set = split(data, fraction, seed=config.seed)
     said = val_set is None and val_fraction is None
