@@ -4,7 +4,7 @@
     python -m benchmarks.fewshot [--tasks isic colondb liver hippocampus ...] [--k 1 3 5 10 20]
                                  [--bases default generalist scratch] [--preset quick] [--seeds 0 1 2]
                                  [--set lr=2e-3 --set steps=150] [--blend 0.5 0.75] [--post largest fill]
-                                 [--size 256] [--tta flips] [--json out.json]
+                                 [--size 256] [--tta off] [--json out.json]
 
 For each task (``benchmarks/fewshot_tasks.py``), base checkpoint, k and seed: pick k labelled images (2D)
 or k slices spread over the structure (3D), fine-tune with :func:`llm4seg.finetune.finetune` (the widget's
@@ -15,8 +15,9 @@ a new network (no pre-trained CNN weights) trained with the same preset at the s
 ``--blend A`` also scores each fine-tuned model blended back toward its base (``llm4seg.adapt.blend_weights``,
 rows ``<base> blend A``) without training again. ``--post largest fill`` also scores the same masks after the Segment
 widget's clean-up (largest component per class, holes filled; in 3D on a volume, per image in 2D), rows
-``<base> +post``. ``--size`` fine-tunes at that input size (the new card segments at it); ``--tta`` segments
-with test-time augmentation (every row, k = 0 included). Prints mean ± sd over seeds; ``--json`` keeps every
+``<base> +post``. ``--size`` fine-tunes at that input size (the new card segments at it); ``--tta`` is the test-time
+augmentation of every row, k = 0 included (default ``auto``, the Segment widget's: flips for weights trained
+with them, none after a quick fine-tune on cached features). Prints mean ± sd over seeds; ``--json`` keeps every
 run (``benchmarks/fewshot_plot.py`` draws the curves).
 """
 from __future__ import annotations
@@ -265,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--post", nargs="+", default=[], choices=["largest", "fill"],
                     help="also score the masks cleaned up as the Segment widget can (rows '<base> +post')")
     ap.add_argument("--size", type=int, help="fine-tune (and then segment) at this input size instead of the base's")
-    ap.add_argument("--tta", choices=["flips", "d4"], help="segment with test-time augmentation")
+    ap.add_argument("--tta", choices=["auto", "off", "flips", "d4"], default="auto",
+                    help="test-time augmentation (default auto, as the Segment widget)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every run and the summary as JSON")
     ap.add_argument("--label", default="", help="name of this run in the plots (default: preset and overrides)")
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     sel = {key: getattr(args, key) or defaults[key] for key in ("tasks", "k", "bases", "seeds")}
     n_eval = args.n_eval or defaults["n_eval"]
     overrides = _overrides(args.set)
-    opts = Scoring(args.blend, post_options(args.post), args.size, args.tta)
+    opts = Scoring(args.blend, post_options(args.post), args.size, None if args.tta == "off" else args.tta)
     all_tasks = tasks(n_eval)
     rows: list[dict] = []
     started = time.perf_counter()

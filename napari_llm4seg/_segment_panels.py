@@ -207,11 +207,13 @@ class InputPanel(QGroupBox):
         self._scope_row = _row(self.scope, self.z0, self._dash, self.z1)
         form.addRow("Scope", self._scope_row)
         self.tta = QComboBox()
-        for value, text in ((None, "off"), ("flips", "flips (3 passes)"), ("d4", "8 symmetries (8 passes)")):
+        for value, text in (("auto", "auto (flips if the model trained with them)"), (None, "off"),
+                            ("flips", "flips (3 passes)"), ("d4", "8 symmetries (8 passes)")):
             self.tta.addItem(text, value)
         self.tta.setToolTip("Test-time augmentation: segment flipped (or rotated) copies too and average the "
-                            "probabilities. Smoother, slightly better masks at 3× or 8× the time with the shipped "
-                            "models; not after a quick fine-tune, which learns which side the anatomy is on.")
+                            "probabilities: better masks at 3× or 8× the time with the shipped models (trained "
+                            "with flips and rotations). Auto uses flips for those, and none after a quick "
+                            "fine-tune, which learns which side the anatomy is on.")
         form.addRow("Test-time aug.", self.tta)
         self._card_window: tuple[float, float] | None = None
         self._window_shown = False

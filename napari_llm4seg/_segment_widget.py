@@ -296,7 +296,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
             self._set_status("Input changed shape: nothing was written.")
             return
         result = outcome.result
-        info = {**run.info, "device": outcome.device, "seconds": round(result.seconds, 2)}
+        info = {**run.info, "device": outcome.device, "seconds": round(result.seconds, 2), "tta": result.tta}
         existed = self.outputs.record_for(source, run.shape) is not None
         try:
             layer, changed, kept = self.outputs.write(source, outcome.labels, result.classes, info, slices=run.slices,
@@ -308,7 +308,8 @@ class SegmentWidget(CheckpointMixin, QWidget):
             return
         for note in getattr(result, "notes", []):  # e.g. a very large image was downscaled for the network
             show_info(f"LLM4Seg: {source.name!r}: {note}.")
-        done = f"Segmented {source.name!r}{run.where} in {result.seconds:.1f} s on {outcome.device}"
+        aug = {"flips": " with test-time flips", "d4": " with 8 test-time symmetries"}.get(result.tta or "", "")
+        done = f"Segmented {source.name!r}{run.where}{aug} in {result.seconds:.1f} s on {outcome.device}"
         if existed:
             note = f"; {len(kept)} edited slice(s) kept as you drew them" if kept else ""
             self._set_status(f"{done}: {changed} voxels changed in {layer.name!r}{note} (Ctrl+Z on it undoes).")

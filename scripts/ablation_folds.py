@@ -80,8 +80,9 @@ def run_one(arm: str, fold: int, folds: list[list[str]], args: argparse.Namespac
             "seed": args.seed + fold, "images": score_held_out(result.model, sources, held, prep)}
 
 
-def score_held_out(model, sources, held: set[str], prep) -> dict[str, dict[str, float]]:
-    """IoU and Dice of ``model`` on each source named in ``held``, at the image's native size."""
+def score_held_out(model, sources, held: set[str], prep, tta: str | None = None) -> dict[str, dict[str, float]]:
+    """IoU and Dice of ``model`` on each source named in ``held``, at the image's native size (``tta``: test-time
+    augmentation as in ``segment``)."""
     from llm4seg.infer import segment
 
     scores = {}
@@ -90,7 +91,7 @@ def score_held_out(model, sources, held: set[str], prep) -> dict[str, dict[str, 
             continue
         image, labels = src.load()
         truth = labels > 0
-        pred = segment(image, model, prep=prep).labels == 1
+        pred = segment(image, model, prep=prep, tta=tta).labels == 1
         inter, union, total = (pred & truth).sum(), (pred | truth).sum(), pred.sum() + truth.sum()
         scores[src.name] = {"iou": float(inter / union) if union else 1.0,
                             "dice": float(2 * inter / total) if total else 1.0}

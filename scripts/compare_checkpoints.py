@@ -1,11 +1,12 @@
 """Two checkpoints on the same images: per-image Dice/IoU and the paired difference with a bootstrap 95 % CI.
 
-    python scripts/compare_checkpoints.py DATA NEW OLD [--list names.txt] [--json out.json]
+    python scripts/compare_checkpoints.py DATA NEW OLD [--list names.txt] [--json out.json] [--tta-new flips]
 
 ``NEW``/``OLD``: checkpoint files or shipped names. Each image is segmented at its native size with the card's
 preprocessing (foreground = label 1, truth = any label > 0) and scored once per model; the table gives both
 means and NEW − OLD with its interval (10 000 resamples of the images). Use it to decide whether a re-trained
-model beats the one that ships on a set neither trained on.
+model beats the one that ships on a set neither trained on. ``--tta-new`` / ``--tta-old`` segment with test-time
+augmentation (``flips`` or ``d4``): NEW = OLD with ``--tta-new flips`` measures what the flips buy on one model.
 """
 from __future__ import annotations
 
@@ -27,6 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--list", type=Path, help="names (one per line) of the images to score (default: all)")
     ap.add_argument("--json", type=Path, help="write the per-image scores and the summary")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--tta-new", choices=["flips", "d4"], default=None, help="test-time augmentation for NEW")
+    ap.add_argument("--tta-old", choices=["flips", "d4"], default=None, help="test-time augmentation for OLD")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from llm4seg.models import load_model
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     per = {}
     for which in ("new", "old"):
         model = load_model(getattr(args, which), device="cpu")
-        per[which] = score_held_out(model, sources, names, model.card.preprocess)
+        per[which] = score_held_out(model, sources, names, model.card.preprocess, tta=getattr(args, f"tta_{which}"))
     common = sorted(set(per["new"]) & set(per["old"]))
     print(f"{len(common)} images of {args.data}\n")
     print(f"| metric | {args.new} | {args.old} | new − old (95 % CI) |\n|---|---|---|---|")

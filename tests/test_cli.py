@@ -58,6 +58,23 @@ def test_segment_png(ckpt, tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
 
 
+def test_segment_tta_is_auto_by_default(tmp_path, capsys):
+    img, _ = disk_image(40, 40)
+    src = tmp_path / "us.png"
+    iio.imwrite(src, img)
+    flipped = tmp_path / "flipped.safetensors"
+    save_checkpoint(flipped, tiny_model(), ModelCard(name="f", classes=["background", "lesion"],
+                                                     training={"config": {"augment": True}}))
+
+    def report(*extra):
+        out = tmp_path / f"out{len(list(tmp_path.iterdir()))}"
+        assert main(["segment", str(src), "--checkpoint", str(flipped), "--out", str(out), "--json", *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+    assert report()["tta"] == "flips"  # trained with flips: averaged over them
+    assert report("--tta", "off")["tta"] is None
+    assert report("--tta", "d4")["tta"] == "d4"
+
+
 def test_segment_postprocessing_flags(tmp_path, capsys, monkeypatch):
     import llm4seg.models
     from _widget_models import ThresholdModel, disk

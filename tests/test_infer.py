@@ -109,3 +109,26 @@ def test_test_time_augmentation_warns_on_a_model_fine_tuned_without_flips(model)
     assert any("without flips" in w for w in warnings(tuned, "flips"))
     assert not warnings(tuned, None)  # no augmentation asked: nothing to warn about
     assert not warnings(model, "flips")  # nothing known against it
+
+
+def test_auto_test_time_augmentation_follows_how_the_weights_trained(model):
+    import copy
+
+    from llm4seg.checkpoint import ModelCard
+    from llm4seg.infer import resolve_tta
+
+    img, _ = disk_image(32, 32)
+    flipped = copy.deepcopy(model)
+    flipped.card = ModelCard(classes=["background", "foreground"], training={"config": {"augment": True}})
+    quick = {"kind": "fine-tune", "steps": 100, "config": {"augment": False},
+             "base_training": {"config": {"augment": True}}}
+    assert resolve_tta("auto", flipped.card) == "flips"
+    assert resolve_tta("auto", ModelCard(training=quick)) is None  # learnt the orientation of its images
+    assert resolve_tta("auto", ModelCard(training=dict(quick, steps=0))) == "flips"  # kept the start's weights
+    assert resolve_tta("auto", ModelCard()) is None  # no record: no augmentation
+    assert resolve_tta("d4", ModelCard(training=quick)) == "d4"  # an explicit choice stays
+    auto = segment(img, flipped, return_probs=True, fast=False, tta="auto")
+    flips = segment(img, flipped, return_probs=True, fast=False, tta="flips")
+    assert auto.tta == flips.tta == "flips"
+    np.testing.assert_allclose(auto.probs, flips.probs, atol=1e-6)
+    assert segment(img, flipped, fast=False).tta is None

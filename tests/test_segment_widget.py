@@ -363,8 +363,9 @@ def test_test_time_augmentation_is_passed_to_the_run(make_widget, qtbot, monkeyp
     run_and_wait(qtbot, widget)
     widget.input_panel.tta.setCurrentIndex(widget.input_panel.tta.findData("d4"))
     run_and_wait(qtbot, widget)
-    assert seen == [None, "d4"]
+    assert seen == ["auto", "d4"]  # auto by default: flips only for weights trained with them (not this card)
     np.testing.assert_array_equal(viewer.layers["disk labels"].data, segment(img, model, tta="d4").labels)
+    assert "with 8 test-time symmetries" in widget.status.text()
 
 
 def test_volume_only_controls_hide_for_2d_images(make_widget, qtbot):

@@ -57,6 +57,14 @@ def test_train_then_evaluate_json(folder, tmp_path, capsys):
     assert {"iou_pooled", "sensitivity", "precision", "specificity", "accuracy", "hd95"} <= set(metrics)
     assert main(["evaluate", str(folder), "--checkpoint", str(out), "--no-hd95"]) == 0
     assert "iou" in capsys.readouterr().out
+    assert main(["evaluate", str(folder), "--checkpoint", str(out), "--no-hd95", "--json", "--tta", "flips"]) == 0
+    flipped = []  # --tta scores the test-time flips' masks
+    for i in range(6):
+        image = read_image(folder / "images" / f"case{i}.png").array
+        truth = read_image(folder / "masks" / "0" / f"case{i}.png").array > 0
+        pred = segment(image, model, tta="flips").labels == 1
+        flipped.append(2 * (pred & truth).sum() / (pred.sum() + truth.sum()) if pred.sum() + truth.sum() else 1.0)
+    assert abs(json.loads(capsys.readouterr().out)["dice"] - float(np.mean(flipped))) < 1e-6
 
 
 def test_resume_and_init_fine_tune(folder, tmp_path, capsys):

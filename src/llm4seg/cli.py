@@ -102,7 +102,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if dest.exists() and not args.overwrite:
             raise CLIError(f"{dest} exists: pass --overwrite to replace it, or choose another --out")
         job = segment_job(data.array, model, device=args.device, options=cleanup, window=window,
-                          batch_size=args.batch_size, tta=args.tta)
+                          batch_size=args.batch_size, tta=None if args.tta == "off" else args.tta)
         with _progress_bar(1, src.name, not args.json and sys.stderr.isatty()) as bar:
             def show(event: object) -> None:
                 if isinstance(event, Progress):
@@ -119,7 +119,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             "input": str(src), "output": str(written), "shape": list(labels.shape),
             "classes": result.classes, "voxels": counts, "seconds": round(result.seconds, 3),
             "device": outcome.device, "checkpoint": model.card.name if model.card else None,
-            "notes": outcome.notes + result.notes, "postprocessing": cleanup.describe(),
+            "notes": outcome.notes + result.notes, "postprocessing": cleanup.describe(), "tta": result.tta,
         }
         for note in result.notes:
             print(f"llm4seg: note: {src.name}: {note}", file=sys.stderr)
@@ -182,8 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--window", help="CT window: a preset (abdomen, liver, lung, bone, ...) or LEVEL,WIDTH")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--tta", choices=["flips", "d4"], default=None,
-                   help="test-time augmentation: average over flips (3 passes) or the 8 square symmetries")
+    p.add_argument("--tta", choices=["auto", "off", "flips", "d4"], default="auto",
+                   help="test-time augmentation: average over flips (3 passes) or the 8 square symmetries; auto "
+                        "(default): flips when the model trained with flips + rot90 (the shipped models), else off")
     p.add_argument("--largest", action="store_true", help="keep only the largest connected component of each class")
     p.add_argument("--fill-holes", action="store_true", help="fill holes inside each class")
     p.add_argument("--min-size", type=int, default=0, metavar="N",

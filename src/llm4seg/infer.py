@@ -26,7 +26,8 @@ from .preprocess import (
 
 CPU_BATCH = 4
 
-__all__ = ["SegmentationResult", "iter_segment", "segment", "image_layout", "resolve_device", "default_batch_size"]
+__all__ = ["SegmentationResult", "iter_segment", "segment", "image_layout", "resolve_device", "default_batch_size",
+           "resolve_tta", "TTA_MODES"]
 
 
 @dataclass
@@ -43,6 +44,7 @@ class SegmentationResult:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage (setup/preprocess/model/postprocess)
     batch_size: int = 0
     notes: list[str] = field(default_factory=list)  # what was done differently and why (e.g. downscaling)
+    tta: str | None = None  # the test-time augmentation used ("auto" resolved)
 
 
 def image_layout(image: np.ndarray, volume: bool | None = None) -> str:
@@ -110,7 +112,8 @@ def iter_segment(
     ``z_range`` (start, stop) limits a volume to those slices (the rest stays 0). ``window`` overrides the
     card's CT window (level, width). ``prep`` overrides the card's preprocessing. ``fast`` runs the fused
     inference copy of the network (``llm4seg.fastpath``; same logits within ~1e-5). ``tta``: test-time
-    augmentation, ``"flips"`` (3 passes) or ``"d4"`` (the 8 symmetries of the square), probabilities averaged.
+    augmentation, ``"flips"`` (3 passes) or ``"d4"`` (the 8 symmetries of the square), probabilities averaged;
+    ``"auto"``: flips when the model trained with flips + rot90 (:func:`resolve_tta`).
     """
     if tta not in TTA_MODES:
         raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
@@ -118,6 +121,7 @@ def iter_segment(
     image = np.asarray(image)
     layout = image_layout(image, volume)
     card = getattr(model, "card", None)
+    tta = resolve_tta(tta, card)
     prep = prep or (card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels))
     f = reduce_factor(image.shape[:2]) if layout.startswith("2d") else 1
     if f > 1:  # bounded memory: segment a block-mean reduced copy, write the mask back at full size
@@ -203,11 +207,12 @@ def iter_segment(
         layout=layout,
         timings=timings,
         batch_size=batch,
+        tta=tta,
     )
     return result
 
 
-TTA_MODES = (None, "flips", "d4")
+TTA_MODES = (None, "flips", "d4", "auto")
 #: (mirror left-right first, then quarter turns): "flips" is identity, left-right and up-down (= mirror + half turn)
 _TRANSFORMS = {"flips": [(False, 0), (True, 0), (True, 2)],
                "d4": [(flip, k) for flip in (False, True) for k in range(4)]}
@@ -222,13 +227,31 @@ def _undo(y: torch.Tensor, flip: bool, k: int) -> torch.Tensor:
     return y.flip(-1) if flip else y
 
 
+def trained_with_flips(card: Any) -> bool | None:
+    """Whether the weights of a model with this card trained with flips + rot90 (None: no record). A fine-tune
+    that kept its starting weights (0 steps) answers for the starting model."""
+    training = getattr(card, "training", None) or {}
+    if training.get("kind") == "fine-tune" and training.get("steps") == 0:
+        training = training.get("base_training") or {}
+    augment = (training.get("config") or {}).get("augment")
+    return None if augment is None else bool(augment)
+
+
+def resolve_tta(tta: str | None, card: Any) -> str | None:
+    """What ``tta`` means for a model with this card: ``"auto"`` is ``"flips"`` when the weights trained with
+    flips + rot90 (every shipped model, a *thorough* fine-tune) and None otherwise (a *quick* fine-tune on
+    cached features, which learns the orientation of its images, or a model with no training record)."""
+    if tta != "auto":
+        return tta
+    return "flips" if trained_with_flips(card) else None
+
+
 def tta_caution(card: Any) -> str:
     """Why test-time augmentation may hurt this model ("" when nothing is known against it): a fine-tune
     without flips or rotations (the *quick* preset) learns the orientation of its images, and averaging over
     mirrored copies then blurs anatomy that has a side (measured in docs/finetuning.md: CT liver Dice 0.885
     without, 0.704 with flips after a quick fine-tune on 5 slices)."""
-    config = (getattr(card, "training", None) or {}).get("config") or {}
-    if config.get("augment") is not False:
+    if trained_with_flips(card) is not False:
         return ""
     return ("this model was fine-tuned without flips or rotations: test-time augmentation can make its masks "
             "worse where anatomy has a side (CT, MRI); compare with Test-time aug. off")

@@ -28,9 +28,10 @@ def iter_evaluate(
     window: tuple[float, float] | None = None,
     batch_size: int | None = None,
     cancel: Any = None,
+    tta: str | None = None,
 ) -> Generator[Progress | Log | Cancelled, None, dict[str, Any] | None]:
-    """Segment every source and score it; yields Progress per source and returns the metrics (None when
-    cancelled)."""
+    """Segment every source (``tta``: test-time augmentation as in ``segment``) and score it; yields Progress
+    per source and returns the metrics (None when cancelled)."""
     k = len(class_names) - 1
     found = 1 if model.config.num_classes == 1 else model.config.num_classes - 1
     if found != k:
@@ -50,7 +51,7 @@ def iter_evaluate(
             continue
         z_range = (min(zs), max(zs) + 1) if src.volume else None
         result = yield from relay(iter_segment(image, model, volume=src.volume, z_range=z_range, window=window,
-                                               batch_size=batch_size, cancel=cancel),
+                                               batch_size=batch_size, cancel=cancel, tta=tta),
                                   keep=lambda e: isinstance(e, (Log, Cancelled)))
         if result is None:
             return None
