@@ -80,10 +80,12 @@ def run_one(arm: str, fold: int, folds: list[list[str]], args: argparse.Namespac
             "seed": args.seed + fold, "images": score_held_out(result.model, sources, held, prep)}
 
 
-def score_held_out(model, sources, held: set[str], prep, tta: str | None = None) -> dict[str, dict[str, float]]:
+def score_held_out(model, sources, held: set[str], prep, tta: str | None = None,
+                   post=None) -> dict[str, dict[str, float]]:
     """IoU and Dice of ``model`` on each source named in ``held``, at the image's native size (``tta``: test-time
-    augmentation as in ``segment``)."""
+    augmentation as in ``segment``; ``post``: ``PostprocessOptions`` applied to the labels first)."""
     from llm4seg.infer import segment
+    from llm4seg.postprocess import postprocess
 
     scores = {}
     for src in sources:
@@ -91,7 +93,8 @@ def score_held_out(model, sources, held: set[str], prep, tta: str | None = None)
             continue
         image, labels = src.load()
         truth = labels > 0
-        pred = segment(image, model, prep=prep, tta=tta).labels == 1
+        pred = segment(image, model, prep=prep, tta=tta).labels
+        pred = (postprocess(pred, post) if post is not None else pred) == 1
         inter, union, total = (pred & truth).sum(), (pred | truth).sum(), pred.sum() + truth.sum()
         scores[src.name] = {"iou": float(inter / union) if union else 1.0,
                             "dice": float(2 * inter / total) if total else 1.0}

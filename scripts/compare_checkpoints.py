@@ -1,12 +1,15 @@
 """Two checkpoints on the same images: per-image Dice/IoU and the paired difference with a bootstrap 95 % CI.
 
     python scripts/compare_checkpoints.py DATA NEW OLD [--list names.txt] [--json out.json] [--tta-new flips]
+                                          [--post-new largest fill]
 
 ``NEW``/``OLD``: checkpoint files or shipped names. Each image is segmented at its native size with the card's
 preprocessing (foreground = label 1, truth = any label > 0) and scored once per model; the table gives both
 means and NEW − OLD with its interval (10 000 resamples of the images). Use it to decide whether a re-trained
 model beats the one that ships on a set neither trained on. ``--tta-new`` / ``--tta-old`` segment with test-time
-augmentation (``flips`` or ``d4``): NEW = OLD with ``--tta-new flips`` measures what the flips buy on one model.
+augmentation (``flips`` or ``d4``), ``--post-new`` / ``--post-old`` clean the masks up as the Segment widget can
+(``largest`` component, ``fill`` holes): NEW = OLD with ``--tta-new flips`` measures what the flips buy on one
+model.
 """
 from __future__ import annotations
 
@@ -30,9 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tta-new", choices=["flips", "d4"], default=None, help="test-time augmentation for NEW")
     ap.add_argument("--tta-old", choices=["flips", "d4"], default=None, help="test-time augmentation for OLD")
+    ap.add_argument("--post-new", nargs="+", default=[], choices=["largest", "fill"], help="clean-up for NEW")
+    ap.add_argument("--post-old", nargs="+", default=[], choices=["largest", "fill"], help="clean-up for OLD")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     from llm4seg.models import load_model
+    from llm4seg.postprocess import PostprocessOptions
     from llm4seg.train.sources import find_sources
 
     sources, _ = find_sources(args.data)
@@ -40,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     per = {}
     for which in ("new", "old"):
         model = load_model(getattr(args, which), device="cpu")
-        per[which] = score_held_out(model, sources, names, model.card.preprocess, tta=getattr(args, f"tta_{which}"))
+        post = getattr(args, f"post_{which}")
+        cleanup = PostprocessOptions(largest="largest" in post, fill_holes="fill" in post) if post else None
+        per[which] = score_held_out(model, sources, names, model.card.preprocess, tta=getattr(args, f"tta_{which}"),
+                                    post=cleanup)
     common = sorted(set(per["new"]) & set(per["old"]))
     print(f"{len(common)} images of {args.data}\n")
     print(f"| metric | {args.new} | {args.old} | new − old (95 % CI) |\n|---|---|---|---|")

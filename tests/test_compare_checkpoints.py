@@ -43,3 +43,28 @@ def test_paired_difference_is_the_mean_of_per_image_differences(tmp_path, capsys
     assert compare.main([str(data), str(a), str(a), "--json", str(out), "--threads", "1"]) == 0
     same = json.loads(out.read_text())["summary"]["dice"]
     assert same["diff"] == 0 and same["ci"] == [0.0, 0.0]  # a model against itself
+
+
+def test_one_model_with_and_without_test_time_flips_and_clean_up(tmp_path):
+    from ablation_folds import score_held_out
+    from llm4seg.infer import segment
+    from llm4seg.models import load_model
+    from llm4seg.postprocess import PostprocessOptions, postprocess
+    from llm4seg.train.sources import find_sources
+
+    data = make_folder(tmp_path / "set", n=3, size=40)
+    a = checkpoint(tmp_path / "a.safetensors", 0)
+    out = tmp_path / "cmp.json"
+    assert compare.main([str(data), str(a), str(a), "--tta-new", "flips", "--post-new", "largest", "fill",
+                         "--json", str(out), "--threads", "1"]) == 0
+    new = json.loads(out.read_text())["images"]["new"]
+    model, sources = load_model(str(a), device="cpu"), find_sources(data)[0]
+    opts = PostprocessOptions(largest=True, fill_holes=True)
+    for src in sources:  # the NEW side: flipped copies averaged, then the largest component with holes filled
+        image, labels = src.load()
+        pred = postprocess(segment(image, model, tta="flips").labels, opts) == 1
+        truth = labels > 0
+        dice = 2 * (pred & truth).sum() / (pred.sum() + truth.sum()) if pred.sum() + truth.sum() else 1.0
+        assert abs(new[src.name]["dice"] - dice) < 1e-9
+    assert score_held_out(model, sources, {s.name for s in sources}, model.card.preprocess) == \
+        json.loads(out.read_text())["images"]["old"]
