@@ -10,7 +10,7 @@ from llm4seg.adapt import LUMA, blend_weights, expand_to_rgb, recalibrate_batchn
 from llm4seg.checkpoint import ModelCard
 from llm4seg.events import Log, run_to_end
 from llm4seg.finetune import MIN_VAL_ITEMS, NO_VALIDATION, TrainingPair, finetune, preset_config, summarise, \
-    colour_config, validation_fraction
+    colour_config, image_config, validation_fraction
 from llm4seg.infer import segment
 from llm4seg.preprocess import Preprocessing
 from llm4seg.train import TrainConfig, fit, from_arrays
@@ -174,3 +174,24 @@ def test_blend_moves_the_trained_weights_part_of_the_way_back():
         blend_weights(tiny_model(), tiny_model(in_channels=3, dims=(8, 8, 16, 16, 32)), 0.5)
     with pytest.raises(ValueError, match="same architecture"):
         blend_weights(tiny_model(), tiny_model(llm="smollm2-135m:15"), 0.5)
+
+
+def test_quick_flips_2d_images_but_not_slices_of_volumes():
+    """2D images have no fixed side: quick trains on cached flipped/rotated versions of them, says so, and the
+    fine-tuned card keeps the test-time flips of tta="auto"; a volume's slices train as they are."""
+    from _widget_models import ct_volume
+    from llm4seg.finetune import finetuned_card
+    from llm4seg.infer import resolve_tta
+
+    model = carded()
+    quick = preset_config("quick", steps=3, crosscheck=0)
+    images = summarise([TrainingPair(*disk_image(32, 32, seed=i), name=f"g{i}") for i in range(3)], CLASSES)
+    events: list = []
+    outcome = run_to_end(finetune(model, images, quick), events.append)
+    assert outcome.config.augment and outcome.config.train == "decoder" and outcome.config.cache_features
+    assert any("flips and rotations too" in e.text for e in events if isinstance(e, Log))
+    assert resolve_tta("auto", finetuned_card(outcome)) == "flips"
+    volume = summarise([TrainingPair(*ct_volume(), name="ct")], CLASSES)
+    flat = run_to_end(finetune(model, volume, quick))
+    assert not flat.config.augment and resolve_tta("auto", finetuned_card(flat)) is None
+    assert image_config(quick.replace(augment_images=False), images) == quick.replace(augment_images=False)
