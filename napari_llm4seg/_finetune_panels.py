@@ -31,8 +31,8 @@ from ._qtutil import row as _row
 PART_TEXT = {"decoder": "decoder + head (fast)", "all": "whole network (but the LLM layer)"}
 PARTS = tuple((key, PART_TEXT[key]) for key in TRAIN_PARTS)
 PRESET_TIPS = {
-    "quick": "quick: 100 steps, only the decoder and head train, on encoder features computed once "
-             "(12-22 s for 5-10 items at 128² on a 2-core CPU; docs/finetuning.md); from 8 items, after a 2-fold "
+    "quick": "quick: 100 steps, only the decoder and head train, on encoder features computed once (2D "
+             "images also flipped and rotated) (12-22 s for 5-10 items at 128² on a 2-core CPU; docs/finetuning.md); from 8 items, after a 2-fold "
              "check against the start (27-64 s in all for 10 images). From 3 colour images a gray model trains "
              "whole, without the check (its first layers must learn colour; ISIC: Dice 0.75 instead of 0.65, 30 s).",
     "thorough": "thorough: 400 steps of the whole network (the frozen LLM layer excepted): slower, adapts more, "
@@ -40,6 +40,8 @@ PRESET_TIPS = {
 }
 
 
+AUG_CHOICES = (("images", "on 2D images, off on volume slices"), (True, "on: flips and 90° rotations"),
+               (False, "off"))
 VAL_CHOICES = ((None, f"auto (20 % from {MIN_VAL_ITEMS} items)"), (0.0, "none (train on all)"), (0.1, "10 %"),
                (0.2, "20 %"), (0.3, "30 %"))
 VAL_TIP = (f"Labelled items held out to measure Dice while training. auto: none below {MIN_VAL_ITEMS} labelled "
@@ -117,10 +119,14 @@ class OptionsPanel(QGroupBox):
                              "model with colour images trains the whole network anyway: a frozen encoder cannot "
                              "learn colour.")
         form.addRow("Train", self.part)
-        self.augment = QCheckBox("flips and 90° rotations")
-        self.augment.setToolTip("Augment the training slices with random flips and 90° rotations (set by the "
-                                "preset: off for quick, where it cost Dice on few CT slices; on for thorough). "
-                                "Keep off for data whose orientation matters (e.g. left/right organs).")
+        self.augment = QComboBox()
+        for value, text in AUG_CHOICES:
+            self.augment.addItem(text, value)
+        self.augment.setToolTip("Random flips and 90° rotations of the training items (set by the preset). "
+                                "Quick: on 2D images, which have no fixed side (thyroid ultrasound, 10 frames: "
+                                "Dice 0.62 instead of 0.57; the model then keeps the Segment widget's test-time "
+                                "flips), off on slices of volumes (no gain on CT; anatomy has a side there). "
+                                "Thorough: on. Choose off for 2D images whose orientation matters (e.g. chest X-ray).")
         form.addRow("Augmentation", self.augment)
         self.check = QCheckBox("keep the start unless fine-tuning beats it")
         self.check.setToolTip(f"From {MIN_ITEMS} labelled images/slices on: before training on all of them, "
@@ -141,7 +147,8 @@ class OptionsPanel(QGroupBox):
         self.steps.setValue(int(cfg.steps or 100))
         self.lr.setValue(cfg.lr)
         self.part.setCurrentIndex(max(0, self.part.findData(cfg.train)))
-        self.augment.setChecked(cfg.augment)
+        self.augment.setCurrentIndex(self.augment.findData(True if cfg.augment else
+                                                           "images" if cfg.augment_images else False))
         self.check.setChecked(cfg.crosscheck > 0)
         self.preset.setToolTip(PRESET_TIPS[self.preset.currentData()])
 
@@ -151,13 +158,14 @@ class OptionsPanel(QGroupBox):
         base = preset_config(self.preset.currentData()).to_dict()
         if part != base["train"]:  # e.g. "quick" on the whole network: no cached features, no crops
             base.update(train=part, cache_features=part == "decoder", crop=base["crop"] if part == "decoder" else None)
-        base.update(steps=steps, lr=float(self.lr.value()), augment=self.augment.isChecked(),
+        aug = self.augment.currentData()
+        base.update(steps=steps, lr=float(self.lr.value()), augment=aug is True, augment_images=aug == "images",
                     val_every=max(1, round(steps / 8)), crosscheck=CHECK_FOLDS if self.check.isChecked() else 0)
         return TrainConfig.from_dict(base)
 
     def values(self) -> dict[str, Any]:
         return {"preset": self.preset.currentData(), "steps": self.steps.value(), "lr": self.lr.value(),
-                "part": self.part.currentData(), "augment": self.augment.isChecked(), "val": self.val.currentData(),
+                "part": self.part.currentData(), "augment": self.augment.currentData(), "val": self.val.currentData(),
                 "check": self.check.isChecked(), "start": self.start.currentData()}
 
     def set_values(self, v: dict[str, Any]) -> None:
@@ -167,7 +175,9 @@ class OptionsPanel(QGroupBox):
         self.steps.setValue(v["steps"])
         self.lr.setValue(v["lr"])
         self.part.setCurrentIndex(max(0, self.part.findData(v["part"])))
-        self.augment.setChecked(v["augment"])
+        aug = v["augment"]  # "images", or a bool (saved settings may give it back as text)
+        aug = aug if aug == "images" else (aug.lower() == "true" if isinstance(aug, str) else bool(aug))
+        self.augment.setCurrentIndex(max(0, self.augment.findData(aug)))
         self.check.setChecked(bool(v.get("check", self.check.isChecked())))
         self.start.setCurrentIndex(max(0, self.start.findData(v.get("start"))))
         self.val.setCurrentIndex(max(0, self.val.findData(v.get("val"))))

@@ -92,7 +92,7 @@ class FineTuneWidget(ResultActions, QWidget):
             lambda *_: self.settings.set("slices", self.pairs_panel.mode.currentData()))
         for signal in (self.options.preset.currentIndexChanged, self.options.steps.valueChanged,
                        self.options.lr.valueChanged, self.options.part.currentIndexChanged,
-                       self.options.augment.toggled, self.options.check.toggled,
+                       self.options.augment.currentIndexChanged, self.options.check.toggled,
                        self.options.start.currentIndexChanged,
                        self.options.val.currentIndexChanged):
             signal.connect(self._store_options)

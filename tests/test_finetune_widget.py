@@ -285,11 +285,15 @@ def test_settings_remembered_and_tooltips(make_widgets, make_napari_viewer):
     viewer, _, ft = make_widgets()
     ft.options.preset.setCurrentIndex(ft.options.preset.findData("quick"))
     quick = ft.options.config()
-    assert (quick.augment, quick.train, quick.cache_features) == (False, "decoder", True)  # as the preset says
+    assert (quick.augment, quick.augment_images, quick.train, quick.cache_features) == (False, True, "decoder", True)
+    assert ft.options.augment.currentData() == "images"  # as the preset says: 2D images yes, volume slices no
     ft.options.preset.setCurrentIndex(ft.options.preset.findData("thorough"))
-    assert ft.options.augment.isChecked() and ft.options.config().train == "all"
+    assert ft.options.augment.currentData() is True and ft.options.config().train == "all"
+    assert ft.options.config().augment
     ft.options.steps.setValue(123)
-    ft.options.augment.setChecked(False)
+    ft.options.augment.setCurrentIndex(ft.options.augment.findData(False))
+    off = ft.options.config()
+    assert not off.augment and not off.augment_images
     ft.options.val.setCurrentIndex(ft.options.val.findData(0.3))
     ft.close()
     again = FineTuneWidget(make_napari_viewer())
