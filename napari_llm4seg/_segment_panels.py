@@ -213,7 +213,7 @@ class InputPanel(QGroupBox):
         self.tta.setToolTip("Test-time augmentation: segment flipped (or rotated) copies too and average the "
                             "probabilities: better masks at 3× or 8× the time with the shipped models (trained "
                             "with flips and rotations). Auto uses flips for those, and none after a quick "
-                            "fine-tune, which learns which side the anatomy is on.")
+                            "fine-tune on slices of a volume, which learns which side the anatomy is on.")
         form.addRow("Test-time aug.", self.tta)
         self._card_window: tuple[float, float] | None = None
         self._window_shown = False
