@@ -38,7 +38,7 @@ import torch
 from llm4seg.adapt import blend_weights, expand_to_rgb
 from llm4seg.events import run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
-from llm4seg.infer import segment
+from llm4seg.infer import TTA_OPTIONS, segment, tta_option
 from llm4seg.postprocess import PostprocessOptions, postprocess
 from llm4seg.preprocess import Preprocessing
 
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--post", nargs="+", default=[], choices=["largest", "fill"],
                     help="also score the masks cleaned up as the Segment widget can (rows '<base> +post')")
     ap.add_argument("--size", type=int, help="fine-tune (and then segment) at this input size instead of the base's")
-    ap.add_argument("--tta", choices=["auto", "off", "flips", "d4"], default="auto",
+    ap.add_argument("--tta", choices=TTA_OPTIONS, default="auto",
                     help="test-time augmentation (default auto, as the Segment widget)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", type=Path, help="write every run and the summary as JSON")
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     sel = {key: getattr(args, key) or defaults[key] for key in ("tasks", "k", "bases", "seeds")}
     n_eval = args.n_eval or defaults["n_eval"]
     overrides = _overrides(args.set)
-    opts = Scoring(args.blend, post_options(args.post), args.size, None if args.tta == "off" else args.tta)
+    opts = Scoring(args.blend, post_options(args.post), args.size, tta_option(args.tta))
     all_tasks = tasks(n_eval)
     rows: list[dict] = []
     started = time.perf_counter()

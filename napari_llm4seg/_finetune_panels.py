@@ -25,16 +25,17 @@ from llm4seg.finetune import MIN_VAL_ITEMS, PRESET_NAMES, preset_config
 from llm4seg.models import FINETUNE_STARTS
 from llm4seg.train import TrainConfig
 from llm4seg.train.config import TRAIN_PARTS
-from ._qtutil import WARN_STYLE
+from ._qtutil import WARN_STYLE, choices
 from ._qtutil import row as _row
 
 PART_TEXT = {"decoder": "decoder + head (fast)", "all": "whole network (but the LLM layer)"}
-PARTS = tuple((key, PART_TEXT[key]) for key in TRAIN_PARTS)
+PARTS = tuple((key, PART_TEXT[key]) for key in TRAIN_PARTS)  # (data, text) of the Train choices
 PRESET_TIPS = {
     "quick": "quick: 100 steps, only the decoder and head train, on encoder features computed once (2D "
-             "images also flipped and rotated) (12-22 s for 5-10 items at 128² on a 2-core CPU; docs/finetuning.md); from 8 items, after a 2-fold "
-             "check against the start (27-64 s in all for 10 images). From 3 colour images a gray model trains "
-             "whole, without the check (its first layers must learn colour; ISIC: Dice 0.75 instead of 0.65, 30 s).",
+             "images also flipped and rotated) (12-22 s for 5-10 items at 128² on a 2-core CPU; "
+             "docs/finetuning.md); from 8 items, after a 2-fold check against the start (27-64 s in all for 10 "
+             "images). From 3 colour images a gray model trains whole, without the check (its first layers must "
+             "learn colour; ISIC: Dice 0.75 instead of 0.65, 30 s).",
     "thorough": "thorough: 400 steps of the whole network (the frozen LLM layer excepted): slower, adapts more, "
                 "and can forget more of what the model knew.",
 }
@@ -111,22 +112,17 @@ class OptionsPanel(QGroupBox):
                            "or becomes NaN.")
         form.addRow("Steps", self.steps)
         form.addRow("Learning rate", self.lr)
-        self.part = QComboBox()
-        for key, text in PARTS:
-            self.part.addItem(text, key)
-        self.part.setToolTip("What trains. Decoder + head: encoder features are computed once, so steps are fast. "
-                             "Whole network: every layer but the frozen LLM layer (slower, needs more labels). Quick on a gray "
-                             "model with colour images trains the whole network anyway: a frozen encoder cannot "
-                             "learn colour.")
+        self.part = choices(PARTS, "What trains. Decoder + head: encoder features are computed once, so steps are "
+                            "fast. Whole network: every layer but the frozen LLM layer (slower, needs more labels). "
+                            "Quick on a gray model with colour images trains the whole network anyway: a frozen "
+                            "encoder cannot learn colour.")
         form.addRow("Train", self.part)
-        self.augment = QComboBox()
-        for value, text in AUG_CHOICES:
-            self.augment.addItem(text, value)
-        self.augment.setToolTip("Random flips and 90° rotations of the training items (set by the preset). "
-                                "Quick: on 2D images, which have no fixed side (thyroid ultrasound, 10 frames: "
-                                "Dice 0.62 instead of 0.57; the model then keeps the Segment widget's test-time "
-                                "flips), off on slices of volumes (no gain on CT; anatomy has a side there). "
-                                "Thorough: on. Choose off for 2D images whose orientation matters (e.g. chest X-ray).")
+        self.augment = choices(AUG_CHOICES, "Random flips and 90° rotations of the training items (set by the "
+                               "preset). Quick: on 2D images, which have no fixed side (thyroid ultrasound, 10 "
+                               "frames: Dice 0.62 instead of 0.57; the model then keeps the Segment widget's "
+                               "test-time flips), off on slices of volumes (no gain on CT; anatomy has a side "
+                               "there). Thorough: on. Choose off for 2D images whose orientation matters (e.g. "
+                               "chest X-ray).")
         form.addRow("Augmentation", self.augment)
         self.check = QCheckBox("keep the start unless fine-tuning beats it")
         self.check.setToolTip(f"From {MIN_ITEMS} labelled images/slices on: before training on all of them, "
@@ -134,10 +130,7 @@ class OptionsPanel(QGroupBox):
                               f"other half (2 folds). When the copies lose more than {MARGIN:g} Dice, the start is "
                               "kept and the run says so. About three times the time; on by default for quick.")
         form.addRow("Check", self.check)
-        self.val = QComboBox()
-        for value, text in VAL_CHOICES:
-            self.val.addItem(text, value)
-        self.val.setToolTip(VAL_TIP)
+        self.val = choices(VAL_CHOICES, VAL_TIP)
         form.addRow("Validation", self.val)
         self.apply_preset()
 

@@ -1,7 +1,9 @@
 """Small Qt helpers shared by the widgets."""
 from __future__ import annotations
 
-from qtpy.QtWidgets import QDialog, QDialogButtonBox, QHBoxLayout, QPlainTextEdit, QVBoxLayout, QWidget
+from typing import Any, Iterable
+
+from qtpy.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QHBoxLayout, QPlainTextEdit, QVBoxLayout, QWidget
 
 WARN_STYLE = "color: #ffb000; font-weight: bold;"
 
@@ -14,6 +16,15 @@ def row(*widgets: QWidget) -> QWidget:
     for w in widgets:
         lay.addWidget(w)
     return box
+
+
+def choices(items: Iterable[tuple[Any, str]], tip: str) -> QComboBox:
+    """A combo box of ``(data, text)`` items with its tooltip."""
+    combo = QComboBox()
+    for data, text in items:
+        combo.addItem(text, data)
+    combo.setToolTip(tip)
+    return combo
 
 
 def text_dialog(parent: QWidget, title: str, text: str) -> QDialog:

@@ -27,7 +27,7 @@ from llm4seg.preprocess import WINDOWS, looks_like_ct
 from ._layers import image_data, layer_layout, lead_ndim, spatial_shape
 from ._qtutil import WARN_STYLE as _WARN_STYLE
 from ._qtutil import row as _row
-from ._qtutil import text_dialog
+from ._qtutil import choices, text_dialog
 
 BROWSE = "__browse__"
 IN_MEMORY_ROLE = Qt.ItemDataRole.UserRole + 1  # marks the checkpoint entry of a model that has no file
@@ -206,14 +206,12 @@ class InputPanel(QGroupBox):
         self._dash = QLabel("–")
         self._scope_row = _row(self.scope, self.z0, self._dash, self.z1)
         form.addRow("Scope", self._scope_row)
-        self.tta = QComboBox()
-        for value, text in (("auto", "auto (flips if the model trained with them)"), (None, "off"),
-                            ("flips", "flips (3 passes)"), ("d4", "8 symmetries (8 passes)")):
-            self.tta.addItem(text, value)
-        self.tta.setToolTip("Test-time augmentation: segment flipped (or rotated) copies too and average the "
-                            "probabilities: better masks at 3× or 8× the time with the shipped models (trained "
-                            "with flips and rotations). Auto uses flips for those, and none after a quick "
-                            "fine-tune on slices of a volume, which learns which side the anatomy is on.")
+        self.tta = choices((("auto", "auto (flips if the model trained with them)"), (None, "off"),
+                            ("flips", "flips (3 passes)"), ("d4", "8 symmetries (8 passes)")),
+                           "Test-time augmentation: segment flipped (or rotated) copies too and average the "
+                           "probabilities: better masks at 3× or 8× the time with the shipped models (trained "
+                           "with flips and rotations). Auto uses flips for those, and none after a quick "
+                           "fine-tune on slices of a volume, which learns which side the anatomy is on.")
         form.addRow("Test-time aug.", self.tta)
         self._card_window: tuple[float, float] | None = None
         self._window_shown = False

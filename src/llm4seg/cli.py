@@ -79,7 +79,7 @@ def _writable_folder(folder: Path) -> Path:
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from .events import Log, Progress, run_to_end
-    from .infer import image_layout
+    from .infer import image_layout, tta_option
     from .io import read_image, write_labels
     from .jobs import segment_job
     from .models import load_model
@@ -102,7 +102,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if dest.exists() and not args.overwrite:
             raise CLIError(f"{dest} exists: pass --overwrite to replace it, or choose another --out")
         job = segment_job(data.array, model, device=args.device, options=cleanup, window=window,
-                          batch_size=args.batch_size, tta=None if args.tta == "off" else args.tta)
+                          batch_size=args.batch_size, tta=tta_option(args.tta))
         with _progress_bar(1, src.name, not args.json and sys.stderr.isatty()) as bar:
             def show(event: object) -> None:
                 if isinstance(event, Progress):
@@ -165,6 +165,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .infer import TTA_OPTIONS
+
     parser = argparse.ArgumentParser(prog="llm4seg", description="LLM4Seg medical image segmentation")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -182,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--window", help="CT window: a preset (abdomen, liver, lung, bone, ...) or LEVEL,WIDTH")
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--tta", choices=["auto", "off", "flips", "d4"], default="auto",
+    p.add_argument("--tta", choices=TTA_OPTIONS, default="auto",
                    help="test-time augmentation: average over flips (3 passes) or the 8 square symmetries; auto "
                         "(default): flips when the model trained with flips + rot90 (the shipped models), else off")
     p.add_argument("--largest", action="store_true", help="keep only the largest connected component of each class")

@@ -24,6 +24,9 @@ from .adapt import blend_weights, expand_to_rgb, recalibrate_batchnorm
 from .checkpoint import ModelCard
 from .crosscheck import MIN_ITEMS, CheckResult, cross_check
 from .events import Log, is_cancelled, relay
+from .finetune_rules import (
+    COLOUR_MIN_ITEMS, MIN_VAL_ITEMS, NO_VALIDATION, colour_config, image_config, validation_fraction,
+)
 from .preprocess import WINDOWS, Preprocessing, looks_like_ct
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
 
@@ -33,10 +36,6 @@ __all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "prese
 
 PRESET_NAMES = ("quick", "thorough")
 DEFAULT_SIZE = 256  # training input size when the checkpoint segments at native size (size=None)
-MIN_VAL_ITEMS = 50
-NO_VALIDATION = (f"fewer than {MIN_VAL_ITEMS} labelled images/slices: all of them train and the last weights are "
-                 "kept (a Dice measured on one or two held-out slices says more about those slices than about "
-                 "the model)")
 
 
 def preset_config(name: str, **overrides: Any) -> TrainConfig:
@@ -229,44 +228,6 @@ def _adapt(model: torch.nn.Module, plan: PairPlan, prep: Preprocessing, data: Sl
         images = (_slice_set(plan, prep, spread=64) if volumes else data).images
         n = recalibrate_batchnorm(model, (images[i:i + 8].float() for i in range(0, len(images), 8)))
         yield Log(f"BatchNorm statistics re-estimated on {n} slice(s) of your images")
-
-
-COLOUR_MIN_ITEMS = 3  # ISIC from the gray default, seed 0: whole network 0.303 / 0.611 / 0.785 at k = 1 / 3 / 5,
-# the decoder alone 0.519 / 0.567 / 0.614 (one image is too few for the whole network)
-
-
-def colour_config(config: TrainConfig) -> TrainConfig:
-    """What trains when a 1-channel model has just been expanded to colour input: with ``learn_colour`` and a
-    frozen encoder (``train="decoder"``), the whole network (no cached features or crops; flips + rot90)
-    and no check against the start, else ``config`` unchanged (:func:`finetune` applies it from
-    :data:`COLOUR_MIN_ITEMS` labelled images on). Steps and learning rate stay. Measured on 10
-    ISIC dermoscopy images from the gray ``busi-lesion``, 3 seeds (docs/finetuning.md): Dice 0.645 ± 0.044
-    with the decoder alone, 0.752 ± 0.035 with the whole network; the check kept the start in none of the
-    seeds (its halves moved by −0.01 to +0.16) and tripled the time (96 s instead of about 30)."""
-    if not config.learn_colour or config.train != "decoder":
-        return config
-    return config.replace(train="all", cache_features=False, crop=None, augment=True, crosscheck=0)
-
-
-def image_config(config: TrainConfig, plan: PairPlan) -> TrainConfig:
-    """With ``augment_images`` and only 2D images in ``plan`` (no volume), ``config`` with flips + rot90 on
-    (cached in ``aug_versions`` symmetries with cached features); else ``config`` unchanged. Such images have no
-    fixed side, and the fine-tuned model keeps the test-time flips of ``segment(tta="auto")``. Measured with
-    *quick*, 10 frames, 3 seeds, eval sets of 100 (docs/finetuning.md): TG3K thyroid from the BUSI default
-    0.569 ± 0.044 → 0.617 ± 0.008; CVC-ColonDB from ``polyp`` 0.659 ± 0.076 → 0.702 ± 0.000 (the check kept
-    the start, flips included, in every seed); about 5 s more. Slices of volumes keep ``augment`` as set:
-    anatomy has a side there (liver CT: no gain)."""
-    if not config.augment_images or config.augment or any(np.ndim(p.labels) != 2 for p in plan.pairs):
-        return config
-    return config.replace(augment=True)
-
-
-def validation_fraction(n_items: int, val_fraction: float | None) -> float:
-    """The fraction of labelled items held out: ``val_fraction`` when given, else 0 below
-    :data:`MIN_VAL_ITEMS` items (every item trains) and 0.2 from there on."""
-    if val_fraction is not None:
-        return val_fraction
-    return 0.0 if n_items < MIN_VAL_ITEMS else 0.2
 
 
 def prepare(model: torch.nn.Module, plan: PairPlan, config: TrainConfig, *, prep: Preprocessing | None = None,

@@ -27,7 +27,7 @@ from .preprocess import (
 CPU_BATCH = 4
 
 __all__ = ["SegmentationResult", "iter_segment", "segment", "image_layout", "resolve_device", "default_batch_size",
-           "resolve_tta", "TTA_MODES"]
+           "resolve_tta", "tta_option", "TTA_MODES", "TTA_OPTIONS"]
 
 
 @dataclass
@@ -213,6 +213,7 @@ def iter_segment(
 
 
 TTA_MODES = (None, "flips", "d4", "auto")
+TTA_OPTIONS = ("auto", "off", "flips", "d4")  # the command lines' --tta spellings ("off" is None)
 #: (mirror left-right first, then quarter turns): "flips" is identity, left-right and up-down (= mirror + half turn)
 _TRANSFORMS = {"flips": [(False, 0), (True, 0), (True, 2)],
                "d4": [(flip, k) for flip in (False, True) for k in range(4)]}
@@ -225,6 +226,11 @@ def _apply(x: torch.Tensor, flip: bool, k: int) -> torch.Tensor:
 def _undo(y: torch.Tensor, flip: bool, k: int) -> torch.Tensor:
     y = torch.rot90(y, -k, (-2, -1))
     return y.flip(-1) if flip else y
+
+
+def tta_option(value: str) -> str | None:
+    """The ``tta`` of a ``--tta`` option (:data:`TTA_OPTIONS`): ``"off"`` is None, the others as they are."""
+    return None if value == "off" else value
 
 
 def trained_with_flips(card: Any) -> bool | None:

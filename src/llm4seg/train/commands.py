@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..infer import TTA_OPTIONS, tta_option
 from .config import PRESETS
 
 __all__ = ["register", "cmd_train", "cmd_evaluate"]
@@ -75,7 +76,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--only-labelled", action="store_true", help="volumes: score only slices with labels")
     p.add_argument("--z-range", metavar="START,STOP")
     p.add_argument("--no-hd95", action="store_true", help="skip HD95 (faster)")
-    p.add_argument("--tta", choices=["off", "auto", "flips", "d4"], default="off",
+    p.add_argument("--tta", choices=TTA_OPTIONS, default="off",
                    help="test-time augmentation as in segment (default off: the numbers of the model cards)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true", help="print one JSON object with the metrics")
@@ -296,7 +297,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         metrics = run_to_end(iter_evaluate(model, sources, class_names, hd=not args.no_hd95,
                                            window=_window(args.window),
-                                           tta=None if args.tta == "off" else args.tta), show)
+                                           tta=tta_option(args.tta)), show)
     assert metrics is not None
     metrics = {**metrics, "checkpoint": str(args.checkpoint), "data": str(args.data), "classes": class_names[1:]}
     if args.json:

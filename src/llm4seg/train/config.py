@@ -120,8 +120,8 @@ class TrainConfig:
         slices of volumes (``augment=True`` caches ``aug_versions`` symmetries per item): on liver CT slices
         they gave no gain within 100 steps and slowed the first steps; on 2D images they are on
         (``augment_images``; TG3K from the default, 10 frames, 3 seeds: 0.617 ± 0.008 instead of 0.569 ±
-        0.044, with the test-time flips they allow; CVC-ColonDB from ``polyp``: 0.702 instead of 0.659). Measured again across modalities (``benchmarks.fewshot``,
-        docs/finetuning.md): 11-16 s for 5-10 items at 128² on 2 CPU cores; training the whole network for 150
+        0.044, with the test-time flips they allow; CVC-ColonDB from ``polyp``: 0.702 instead of 0.659).
+        Measured again across modalities (``benchmarks.fewshot``, docs/finetuning.md): 11-16 s for 5-10 items at 128² on 2 CPU cores; training the whole network for 150
         steps (lr 1e-3 or 3e-4, flips + rot90) or re-estimating BatchNorm statistics first gave no better
         Dice in 3-4x the time. The last weights are kept (``select="last"``). First, a 2-fold check on the
         labelled items (``crosscheck=2``, :mod:`llm4seg.crosscheck`) keeps the start when fine-tuned copies
