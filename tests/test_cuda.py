@@ -5,6 +5,8 @@ fine-tuning runs, and the fast path matches the plain network in reduced precisi
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,7 @@ from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.infer import segment
 from llm4seg.preprocess import Preprocessing
 
+BUSI_SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "busi" / "images" / "benign (100).png"
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (make test-gpu on one)")]
 
@@ -33,12 +36,19 @@ def _shipped():
 
 
 def test_volume_on_the_gpu_with_autocast_matches_the_cpu():
+    """On a lesion the shipped model finds (a volume of the BUSI sample and its flips), the bfloat16/float16
+    GPU masks agree with the float32 CPU ones; not on synthetic disks, where it finds a few dozen pixels and
+    a handful of borderline ones decide the Dice."""
+    from llm4seg.io import read_image
+
     model = _shipped()
-    vol = np.stack([disk_image(160, 192, seed=i)[0] for i in range(6)])
-    cpu = segment(vol, model, volume=True).labels
-    gpu = segment(vol, model.to("cuda"), volume=True).labels  # bf16/fp16 autocast inside
+    img = read_image(BUSI_SAMPLE).array
+    vol = np.stack([img, img[:, ::-1], img[::-1]])
+    cpu = segment(vol, model, volume=True, return_probs=True)
+    gpu = segment(vol, model.to("cuda"), volume=True, return_probs=True)  # bf16/fp16 autocast inside
     model.to("cpu")
-    assert cpu.any() and _dice(cpu, gpu) > 0.99
+    assert cpu.labels.sum() > 1000 and _dice(cpu.labels, gpu.labels) > 0.99
+    assert float(np.abs(cpu.probs - gpu.probs).max()) < 0.1
 
 
 def test_real_out_of_memory_halves_the_batch_and_finishes():
