@@ -59,6 +59,11 @@ def to_device(x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[torch
     return xs.contiguous(), ys.contiguous()
 
 
+def to_input(images: torch.Tensor, prep: Preprocessing) -> torch.Tensor:
+    """uint8 [0, 255] images → the normalised float input ``llm4seg.preprocess.normalise`` gives."""
+    return images.float().div_(255).sub_(prep.mean).div_(prep.std)
+
+
 class Step:
     """One training step on device tensors: gather, symmetry, forward, BCE + Dice, backward, SGD.
 
@@ -88,7 +93,7 @@ class Step:
         self.lr.copy_(lr, non_blocking=True)
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.x_all.index_select(0, self.idx).float().div_(255).sub_(self.prep.mean).div_(self.prep.std)
+        x = to_input(self.x_all.index_select(0, self.idx), self.prep)
         y = self.y_all.index_select(0, self.idx)
         for j, flip in enumerate((lambda t: t.transpose(-1, -2), lambda t: t.flip(-1), lambda t: t.flip(-2))):
             on = self.bits[:, j]  # the 8 symmetries of the square: transpose?, then flip x?, then flip y?
@@ -139,24 +144,23 @@ class Step:
             self.body()
 
 
-@torch.no_grad()
 def validate(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing, amp: bool) -> dict[str, float]:
-    """Mean per-image IoU and Dice at SIZE² (an empty prediction of an empty mask counts 1)."""
+    """Mean per-image IoU and Dice at SIZE², as ``llm4seg.train.steps.validate`` scores them."""
+    from llm4seg.train.metrics import confusion_counts, scores
+
     was = model.training
     model.eval()
     ious, dices = [], []
-    for xs, ys in zip(x.split(32), y.split(32)):
-        inp = xs.float().div_(255).sub_(prep.mean).div_(prep.std)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(inp)[:, 0].float() > 0
-        t = ys > 0
-        inter, a, b = (pred & t).sum((1, 2)).float(), pred.sum((1, 2)).float(), t.sum((1, 2)).float()
-        empty = (a + b) == 0
-        ious.append(torch.where(empty, 1.0, inter / (a + b - inter).clamp(min=1)))
-        dices.append(torch.where(empty, 1.0, 2 * inter / (a + b).clamp(min=1)))
-    model.train(was)
-    model.booster.layer.eval()
-    return {"val_iou": float(torch.cat(ious).mean()), "val_dice": float(torch.cat(dices).mean()), "val_n": len(x)}
+    with torch.no_grad():
+        for xs, ys in zip(x.split(32), y.split(32)):
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
+                pred = (model(to_input(xs, prep))[:, 0].float() > 0).to(torch.uint8)
+            s = scores(confusion_counts(pred, ys, 1))
+            ious.append(s["iou"].mean(1))
+            dices.append(s["dice"].mean(1))
+    model.train(was)  # the booster keeps its frozen layer in eval mode
+    return {"val_iou": float(np.concatenate(ious).mean()), "val_dice": float(np.concatenate(dices).mean()),
+            "val_n": len(x)}
 
 
 def build(task: str, info: dict, folder: Path, layer, args: argparse.Namespace, device: torch.device) -> dict:
@@ -171,13 +175,13 @@ def build(task: str, info: dict, folder: Path, layer, args: argparse.Namespace, 
     model = build_model(ModelConfig(in_channels=info["channels"], num_classes=1, llm=layer.descriptor),
                         weights=layer, seed=args.seed).to(device)
     cuda = device.type == "cuda"
-    channels_last = cuda and getattr(args, "channels_last", "on") == "on"
+    channels_last = cuda and args.channels_last == "on"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     set_modes(model, "all")
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    step = Step(model, x, y, prep, amp=cuda and getattr(args, "amp", "bf16") == "bf16", channels_last=channels_last)
-    graph = args.graph == "on" or (args.graph == "auto" and device.type == "cuda")
+    step = Step(model, x, y, prep, amp=cuda and args.amp == "bf16", channels_last=channels_last)
+    graph = args.graph == "on" or (args.graph == "auto" and cuda)
     note = ""
     if graph:
         try:
@@ -277,8 +281,9 @@ def save(run: dict, result: dict, out: Path, device: torch.device) -> Path:
     training = {"preset": "paper", "config": result["config"].to_dict(), "steps": result["steps"],
                 "total_steps": result["total_steps"], "epochs": result["epochs"],
                 "planned_epochs": result["planned_epochs"], "best_step": result["steps"], "train_items": run["n"],
-                "val_items": len(run["val"][0]), "device": training_device(device), "cuda_graph": run["step"].graph is not None, "amp": "bfloat16" if run["step"].amp
-                else None, "seconds": result["seconds"], "torch": torch.__version__, "data": info["data"],
+                "val_items": len(run["val"][0]), "device": training_device(device),
+                "cuda_graph": run["step"].graph is not None, "amp": "bfloat16" if run["step"].amp else None,
+                "seconds": result["seconds"], "torch": torch.__version__, "data": info["data"],
                 "val_list": info["val_list"], "never_trained_on": info["never_packed"]}
     card = ModelCard(name=name, classes=["background", "lesion"], preprocessing=run["prep"].to_dict(),
                      training=training, metrics={k: round(v, 4) for k, v in result["final"].items()})
