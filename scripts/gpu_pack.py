@@ -9,6 +9,7 @@ import io
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,10 +20,24 @@ sys.path.insert(0, str(ROOT / "src"))
 from llm4seg.preprocess import Preprocessing  # noqa: E402
 
 SPLITS = ROOT / "scripts" / "splits"
-# name: (data folder, input channels, pack size, validation list, names never packed)
-TASKS: dict[str, tuple[str, int, int, str, str | None]] = {
-    "busi": ("busi", 1, 256, "busi-lesion.val.txt", None),
-    "isic": ("isic", 3, 128, "isic-lesion.val.txt", "isic-lesion.heldout.txt"),
+
+
+class PackTask(NamedTuple):
+    """A shipped model's data: folder, input channels, pack size, its validation list (named after the
+    model), a list of names never packed, and the name of its foreground class."""
+
+    folder: str
+    channels: int
+    size: int
+    val_list: str
+    never: str | None
+    label: str
+
+
+TASKS: dict[str, PackTask] = {
+    "busi": PackTask("busi", 1, 256, "busi-lesion.val.txt", None, "lesion"),
+    "isic": PackTask("isic", 3, 128, "isic-lesion.val.txt", "isic-lesion.heldout.txt", "lesion"),
+    "polyp": PackTask("cvc_clinicdb", 3, 256, "polyp.val.txt", None, "polyp"),
 }
 
 
@@ -80,7 +95,7 @@ def pack(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     meta: dict = {"tasks": {}}
     for task in args.tasks:
-        folder, channels, size, val_list, never = TASKS[task]
+        folder, channels, size, val_list, never, label = TASKS[task]
         sources, classes = find_sources(args.data / folder)
         val_names, drop = _names(val_list), _names(never)
         parts = {"train": [s for s in sources if s.name not in val_names | drop],
@@ -94,6 +109,7 @@ def pack(args: argparse.Namespace) -> int:
             counts[part] = len(data)
         np.savez_compressed(args.out / f"{task}.npz", **arrays)
         meta["tasks"][task] = {"data": folder, "channels": channels, "pack_size": size, "classes": classes,
+                               "label": label,
                                "counts": counts, "val_list": val_list, "never_packed": never,
                                "val_names": sorted(s.name for s in parts["val"])}
         print(f"{task}: {counts['train']} train, {counts['val']} validation at {size}²", flush=True)

@@ -10,8 +10,9 @@
 # recorded schedules and z-ranges (the test suite runs the same recipes for two steps on a tiny copy of the data
 # this way). The specialists (polyp, isic-lesion, thyroid) start from GENERALIST_INIT (the shipped generalist).
 #
-# isic-lesion ships the paper's schedule on a GPU when $RUNS/paper/isic-lesion-paper.safetensors is there
-# (scripts/paper_schedule.sh); otherwise the CPU recipe. On a 2-core CPU: busi-lesion ≈ 50 min, gray-start ≈ 18 min, ct-liver ≈ 10 min, generalist ≈ 50 min, isic/thyroid ≈ 13 min, polyp (256²) ≈ 80 min.
+# busi-lesion, polyp and isic-lesion ship their runs of the paper's schedule on a GPU when there
+# ($RUNS/paper/busi-lesion-paper-jitter1, polyp-paper-jitter1, isic-lesion-paper .safetensors, written by
+# scripts/paper_schedule.sh; BUSI_PAPER_RUN / POLYP_PAPER_RUN / ISIC_PAPER_RUN name others); otherwise the CPU recipe. On a 2-core CPU: busi-lesion ≈ 50 min, gray-start ≈ 18 min, ct-liver ≈ 10 min, generalist ≈ 50 min, isic/thyroid ≈ 13 min, polyp (256²) ≈ 80 min.
 # Interrupted runs continue with the same command (the training state next to the checkpoint is picked up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,27 @@ ev() {  # held-out / own-validation scores for a card: llm4seg evaluate --json
     "$PY" -m llm4seg evaluate "$@" --no-hd95 --json
 }
 
+paper_run() {  # NAME CHECKPOINT DATA-FOLDER VAL-LIST TASK CLASS [LABEL=DATA-FOLDER[:LIST-FILE]...] [-- SHIP-ARGS]:
+    # ship a run of scripts/paper_schedule.sh, scored on its own validation list and the held-out sets
+    local name=$1 run=$2 data=$3 list=$4 task=$5 class=$6 spec label; shift 6
+    [ "$SHIP" = 1 ] || return 0
+    ev "$data" --checkpoint "$run" --list "$list" > "$RUNS/$name.val.json"
+    local metrics=("own_val=$RUNS/$name.val.json") extra=()
+    while [ $# -gt 0 ]; do
+        if [ "$1" = -- ]; then shift; extra=("$@"); break; fi
+        label=${1%%=*}; spec=${1#*=}; shift
+        if [ "${spec#*:}" != "$spec" ]; then
+            ev "${spec%%:*}" --checkpoint "$run" --list "${spec#*:}" > "$RUNS/$name.$label.json"
+        else
+            ev "$spec" --checkpoint "$run" > "$RUNS/$name.$label.json"
+        fi
+        metrics+=("$label=$RUNS/$name.$label.json")
+    done
+    "$PY" scripts/ship_checkpoint.py "$run" --name "$name" --task "$task" --classes "$class" --reference-llm \
+        --images sample_data/busi/images --metrics "${metrics[@]}" --description "$(cat "scripts/cards/$name.txt")" \
+        ${extra[@]+"${extra[@]}"}
+}
+
 train() {  # OUT then the training arguments; resumes when a state file is there
     local out=$1; shift
     [ "$TRAIN" = 1 ] || return 0
@@ -55,7 +77,13 @@ train() {  # OUT then the training arguments; resumes when a state file is there
     fi
 }
 
-if [ "$which" = busi ] || [ "$which" = all ]; then
+busi_paper="${BUSI_PAPER_RUN:-$RUNS/paper/busi-lesion-paper-jitter1.safetensors}"
+if { [ "$which" = busi ] || [ "$which" = all ]; } && [ -f "$busi_paper" ]; then
+    # The shipped busi-lesion: the paper's schedule (300 epochs, 256²) + the jitter on a GPU; on the same 90
+    # validation images +0.039 IoU over the CPU recipe below (docs/models.md), which a CPU-only machine trains.
+    paper_run busi-lesion "$busi_paper" "$DATA/busi" scripts/splits/busi-lesion.val.txt "breast ultrasound lesion" \
+        lesion -- --default
+elif [ "$which" = busi ] || [ "$which" = all ]; then
     # BUSI (452 pairs) from scratch, 1 channel; seeded 20 % validation split (its names: busi-lesion.val.busi.txt).
     out="$RUNS/busi-lesion.safetensors"
     # shellcheck disable=SC2086
@@ -148,7 +176,13 @@ specialist() {  # NAME PART CLASS TASK [LABEL=EVALUATE-ARGS...]: from the genera
     "$PY" scripts/ship_checkpoint.py "$out" --name "$name" --task "$task" --classes "$class" --reference-llm \
         --images sample_data/busi/images --metrics "${metrics[@]}" --description "$(cat "scripts/cards/$name.txt")"
 }
-if [ "$which" = polyp ] || [ "$which" = all ]; then
+polyp_paper="${POLYP_PAPER_RUN:-$RUNS/paper/polyp-paper-jitter1.safetensors}"
+if { [ "$which" = polyp ] || [ "$which" = all ]; } && [ -f "$polyp_paper" ]; then
+    # The shipped polyp: the paper's schedule + the jitter on a GPU, from scratch (165 epochs, 256²); on
+    # CVC-ColonDB, never trained on, +0.137 Dice over the CPU recipe below (docs/models.md).
+    paper_run polyp "$polyp_paper" "$DATA/cvc_clinicdb" scripts/splits/polyp.val.txt "colonoscopy polyp (RGB)" \
+        polyp "colondb=$DATA/cvc_colondb"
+elif [ "$which" = polyp ] || [ "$which" = all ]; then
     # the jitter (rotation/zoom/appearance) lifts CVC-ColonDB, a set it never saw, by +0.057 Dice, and 256² input
     # (small polyps keep their pixels) by +0.051 more (docs/models.md)
     EXTRA="--jitter 1 --size 256" specialist polyp cvc_clinicdb polyp "colonoscopy polyp (RGB)" "colondb=$DATA/cvc_colondb"
@@ -156,18 +190,11 @@ fi
 if [ "$which" = isic ] || [ "$which" = all ]; then
     # held out: the 439 validation-split images beyond the 100 kept for model selection (never trained on).
     # The shipped isic-lesion is the paper's schedule on a GPU (scripts/paper_schedule.sh writes it to
-    # $PAPER_RUN): +0.015 Dice on the 439 over the CPU recipe below, which is what a CPU-only machine trains.
-    paper="${PAPER_RUN:-$RUNS/paper/isic-lesion-paper.safetensors}"
+    # $ISIC_PAPER_RUN): +0.015 Dice on the 439 over the CPU recipe below, which is what a CPU-only machine trains.
+    paper="${ISIC_PAPER_RUN:-$RUNS/paper/isic-lesion-paper.safetensors}"
     if [ -f "$paper" ]; then
-        if [ "$SHIP" = 1 ]; then
-            ev "$DATA/isic" --checkpoint "$paper" --list scripts/splits/isic-lesion.val.txt > "$RUNS/isic-lesion.val.json"
-            ev "$DATA/isic" --checkpoint "$paper" --list scripts/splits/isic-lesion.heldout.txt \
-                > "$RUNS/isic-lesion.isic_439.json"
-            "$PY" scripts/ship_checkpoint.py "$paper" --name isic-lesion --task "dermoscopic skin lesion (RGB)" \
-                --classes lesion --reference-llm --images sample_data/busi/images \
-                --metrics "own_val=$RUNS/isic-lesion.val.json" "isic_439=$RUNS/isic-lesion.isic_439.json" \
-                --description "$(cat scripts/cards/isic-lesion.txt)"
-        fi
+        paper_run isic-lesion "$paper" "$DATA/isic" scripts/splits/isic-lesion.val.txt "dermoscopic skin lesion (RGB)" \
+            lesion "isic_439=$DATA/isic:scripts/splits/isic-lesion.heldout.txt"
     else  # with the jitter: +0.012 Dice on the 439 (docs/models.md)
         EXTRA="--jitter 1" specialist isic-lesion isic lesion "dermoscopic skin lesion (RGB)" \
             "isic_439=$DATA/isic:scripts/splits/isic-lesion.heldout.txt"

@@ -1,14 +1,17 @@
-"""The paper's schedule for busi-lesion and isic-lesion on one CUDA GPU, within a device-time budget.
+"""The paper's schedule for the shipped models' data (busi-lesion, isic-lesion, polyp) on one CUDA GPU,
+within a device-time budget.
 
     python scripts/paper_schedule.py pack --out .gpu     # on this machine: the splits, preprocessed, + the layer
-    bash scripts/paper_schedule.sh                        # on the GPU machine: trains both, writes $OUT
+    bash scripts/paper_schedule.sh                        # on the GPU machine: trains, writes $OUT
+    bash scripts/paper_schedule.sh --tasks busi busi:jitter=1 polyp:jitter=1 busi:seed=1
     python scripts/paper_schedule.py train --data .gpu --out runs/paper --device cpu --epochs 1 --max-steps 4
 
 The schedule is the paper's: 300 epochs of batch 8 at 256², SGD lr 0.01 (momentum 0.9, weight decay 1e-4),
 poly 0.9 decay, a random square symmetry (flips + rot90) per image, BCE + Dice, the last weights kept. The
 splits are the shipped models' own (busi-lesion: 362 train / 90 validation; isic-lesion: 2155 train / the
-100 validation images; its 439 held-out images are never packed), so the results compare paired with the
-CPU models on the same images.
+100 validation images; its 439 held-out images are never packed; polyp: CVC-ClinicDB, 100 validation frames),
+so the results compare paired with the CPU models on the same images. A run may add llm4seg's training jitter
+(``polyp:jitter=1``: rotation, zoom, shift and appearance, drawn on the device) or another seed.
 
 ``pack`` preprocesses with the library's own code (``llm4seg.train.build_slices``) at the size of the data
 (BUSI 256², ISIC's 128² files as they are) and stores uint8 arrays; ``train`` resizes on the device with the
@@ -19,7 +22,9 @@ travels as its float32 tensors (no GGUF reader needed there); the checkpoints wr
 Speed: the whole training step (gather, augmentation, forward in bfloat16, backward, SGD) is captured once as
 a CUDA graph and replayed, with the learning rate and the batch indices in device tensors; without CUDA (or
 with ``--graph off``) the same step runs eagerly. A probe times the step first; when the whole schedule does
-not fit ``--budget-s``, every task's epochs are scaled down by the same factor and the JSON says so.
+not fit ``--budget-s``, every run's epochs are scaled down by the same factor and the JSON says so. Several
+runs train side by side, each on its own CUDA stream (one step of each in turn): the small kernels of a
+batch-8 step leave most of the GPU idle, so the runs overlap.
 """
 from __future__ import annotations
 
@@ -38,7 +43,9 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from gpu_pack import TASKS, decode, pack, unpack_llm  # noqa: E402
+from gpu_runs import RunSpec, interleave, parse_run, plan_epochs, streams_for, time_rounds  # noqa: E402
 from llm4seg.preprocess import Preprocessing  # noqa: E402
+from llm4seg.train.augment import apply_jitter, random_jitter  # noqa: E402
 
 SIZE, BATCH, EPOCHS = 256, 8, 300
 PAPER = dict(optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="poly", poly_power=0.9,
@@ -71,13 +78,13 @@ class Step:
     so the same step can be captured once as a CUDA graph and replayed."""
 
     def __init__(self, model, x_all: torch.Tensor, y_all: torch.Tensor, prep: Preprocessing, amp: bool,
-                 channels_last: bool) -> None:
+                 channels_last: bool, jitter: float = 0.0) -> None:
         from llm4seg.train.losses import make_loss
         from llm4seg.train.steps import select_trainable
 
         dev = x_all.device
         self.model, self.x_all, self.y_all, self.prep = model, x_all, y_all, prep
-        self.amp, self.channels_last = amp, channels_last
+        self.amp, self.channels_last, self.jitter = amp, channels_last, jitter
         _, self.params, _ = select_trainable(model, "all")
         self.bufs = [torch.zeros_like(p) for p in self.params]
         self.loss_fn = make_loss(1)
@@ -99,6 +106,9 @@ class Step:
             on = self.bits[:, j]  # the 8 symmetries of the square: transpose?, then flip x?, then flip y?
             x = torch.where(on.view(-1, 1, 1, 1), flip(x), x)
             y = torch.where(on.view(-1, 1, 1), flip(y), y)
+        if self.jitter:  # drawn on the device: a CUDA graph replays fresh draws each step
+            drawn = random_jitter(tuple(x.shape), self.jitter, device=x.device)
+            x, y = apply_jitter(x, y, drawn, self.prep.mean, self.prep.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, y
@@ -163,24 +173,25 @@ def validate(model, x: torch.Tensor, y: torch.Tensor, prep: Preprocessing, amp: 
             "val_n": len(x)}
 
 
-def build(task: str, info: dict, folder: Path, layer, args: argparse.Namespace, device: torch.device) -> dict:
-    """Model, device data and (on CUDA) the captured step of one task, with its step time measured."""
+def build(spec: RunSpec, info: dict, folder: Path, layer, args: argparse.Namespace, device: torch.device) -> dict:
+    """Model, device data and (on CUDA) the captured step of one run, with its step time measured alone."""
     from llm4seg.model import ModelConfig, build_model
     from llm4seg.train.steps import set_modes
 
-    arrays = np.load(folder / f"{task}.npz")
+    task = spec.label
+    arrays = np.load(folder / f"{spec.task}.npz")
     x, y = to_device(decode(arrays, "train_x"), arrays["train_y"], device)
     vx, vy = to_device(decode(arrays, "val_x"), arrays["val_y"], device)
     prep = Preprocessing(size=SIZE, channels=info["channels"])
     model = build_model(ModelConfig(in_channels=info["channels"], num_classes=1, llm=layer.descriptor),
-                        weights=layer, seed=args.seed).to(device)
+                        weights=layer, seed=spec.seed).to(device)
     cuda = device.type == "cuda"
     channels_last = cuda and args.channels_last == "on"
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     set_modes(model, "all")
     init = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    step = Step(model, x, y, prep, amp=cuda and args.amp == "bf16", channels_last=channels_last)
+    step = Step(model, x, y, prep, amp=cuda and args.amp == "bf16", channels_last=channels_last, jitter=spec.jitter)
     graph = args.graph == "on" or (args.graph == "auto" and cuda)
     note = ""
     if graph:
@@ -191,56 +202,53 @@ def build(task: str, info: dict, folder: Path, layer, args: argparse.Namespace, 
                 raise
             step.graph, note = None, f"CUDA graph capture failed ({type(exc).__name__}: {exc}); eager steps"
             print(f"{task}: {note}", flush=True)
-    gen = torch.Generator(device=device).manual_seed(args.seed + 99)
-    n = len(x)
-    for i in range(args.probe_steps + 2):
-        if i == 2:
-            _sync(device)
-            t0 = time.perf_counter()
-        step.set(torch.randint(0, n, (BATCH,), device=device, generator=gen),
-                 torch.rand(BATCH, 3, device=device, generator=gen) < 0.5, torch.tensor(PAPER["lr"]))
+    run = {"task": task, "spec": spec, "info": info, "model": model, "step": step, "val": (vx, vy), "prep": prep,
+           "n": len(x), "note": note, "init": init,
+           "probe": probe_step(step, len(x), torch.Generator(device=device).manual_seed(spec.seed + 99))}
+    run["s_per_step"] = time_rounds([run["probe"]], [None], args.probe_steps, device)
+    reset(run)
+    print(f"{task}: {run['n']} train / {len(vx)} validation at {SIZE}², {run['s_per_step'] * 1e3:.2f} ms per "
+          f"step alone ({'CUDA graph' if step.graph is not None else 'eager'})", flush=True)
+    return run
+
+
+def probe_step(step: Step, n: int, gen: torch.Generator):
+    """A step on a random batch at the paper's learning rate (for timing; :func:`reset` undoes it)."""
+    dev = step.idx.device
+
+    def one() -> None:
+        step.set(torch.randint(0, n, (BATCH,), device=dev, generator=gen),
+                 torch.rand(BATCH, 3, device=dev, generator=gen) < 0.5, torch.tensor(PAPER["lr"]))
         step()
-    _sync(device)
-    timed = (time.perf_counter() - t0) / args.probe_steps
-    with torch.no_grad():  # the probe's steps never count: back to the initial weights
-        for k, v in model.state_dict().items():
-            v.copy_(init[k])
-        for b in step.bufs:
+    return one
+
+
+def reset(run: dict) -> None:
+    """Back to the initial weights and an empty momentum: the probes' steps never count."""
+    with torch.no_grad():
+        for k, v in run["model"].state_dict().items():
+            v.copy_(run["init"][k])
+        for b in run["step"].bufs:
             b.zero_()
-        step.loss_sum.zero_()
-    print(f"{task}: {n} train / {len(vx)} validation at {SIZE}², {timed * 1e3:.2f} ms per step "
-          f"({'CUDA graph' if step.graph is not None else 'eager'})", flush=True)
-    return {"task": task, "info": info, "model": model, "step": step, "val": (vx, vy), "prep": prep,
-            "s_per_step": timed, "n": n, "note": note}
+        run["step"].loss_sum.zero_()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def plan_epochs(runs: list[dict], budget_s: float, epochs: int) -> tuple[int, float]:
-    """Epochs for every task: ``epochs`` if the whole schedule fits the budget, else scaled by one factor."""
-    need = sum(epochs * (r["n"] // BATCH) * r["s_per_step"] for r in runs)
-    factor = min(1.0, budget_s / need) if need > 0 else 1.0
-    return max(1, int(epochs * factor)), need
-
-
-def fit_task(run: dict, epochs: int, args: argparse.Namespace, device: torch.device, deadline: float) -> dict:
-    """Train one task for ``epochs`` (poly schedule over them); validate every ``--val-every`` epochs."""
+def fit_steps(run: dict, epochs: int, args: argparse.Namespace, device: torch.device, deadline: float):
+    """Train one run for ``epochs`` (poly schedule over them), validating every ``--val-every`` epochs; a
+    generator that yields after each step (so that runs can share a GPU) and returns the result."""
     from llm4seg.train.config import TrainConfig
 
-    step, model, n = run["step"], run["model"], run["n"]
+    step, model, n, spec = run["step"], run["model"], run["n"], run["spec"]
     per_epoch = n // BATCH
     total = per_epoch * epochs
     if args.max_steps:
         total = min(total, args.max_steps)
-    config = TrainConfig(preset="paper", steps=total, **PAPER)
-    gen = torch.Generator(device=device).manual_seed(args.seed)
+    config = TrainConfig(preset="paper", steps=total, jitter=spec.jitter, seed=spec.seed, **PAPER)
+    gen = torch.Generator(device=device).manual_seed(spec.seed)
     lrs = torch.tensor([config.lr_at(i, total) for i in range(total)], dtype=torch.float32, device=device)
     curve, started, done, stopped = [], time.perf_counter(), 0, ""
     val_every = max(1, args.val_every) * per_epoch
-    while done < total:
+    while done < total and not stopped:
         order = torch.randperm(n, device=device, generator=gen)[: per_epoch * BATCH].view(per_epoch, BATCH)
         bits = torch.rand(per_epoch, BATCH, 3, device=device, generator=gen) < 0.5
         for i in range(min(per_epoch, total - done)):
@@ -250,34 +258,37 @@ def fit_task(run: dict, epochs: int, args: argparse.Namespace, device: torch.dev
             if time.perf_counter() > deadline:
                 stopped = f"the device-time deadline came at step {done} of {total}"
             if done % val_every == 0 or done == total or stopped:
-                loss = float(step.loss_sum) / (done - (curve[-1]["step"] if curve else 0))
-                step.loss_sum.zero_()
-                m = validate(model, *run["val"], run["prep"], step.amp)
-                curve.append({"step": done, "epoch": round(done / per_epoch, 2), "loss": round(loss, 4),
-                              **{k: round(v, 4) for k, v in m.items() if k != "val_n"},
-                              "seconds": round(time.perf_counter() - started, 1)})
-                print(f"{run['task']}: step {done}/{total} epoch {done / per_epoch:.1f} loss {loss:.4f} "
-                      f"val IoU {m['val_iou']:.4f} Dice {m['val_dice']:.4f} ({curve[-1]['seconds']} s)", flush=True)
-                if not math.isfinite(loss):
-                    stopped = f"the loss became {loss} at step {done}"
+                curve.append(checkpoint_scores(run, done, curve, started))
+                if not math.isfinite(curve[-1]["loss"]):
+                    stopped = f"the loss became {curve[-1]['loss']} at step {done}"
                 if stopped:
                     break
-        if stopped:
-            break
-    _sync(device)
+            yield
     final = validate(model, *run["val"], run["prep"], step.amp)
     return {"config": config, "steps": done, "total_steps": total, "epochs": round(done / per_epoch, 2),
             "planned_epochs": epochs, "seconds": round(time.perf_counter() - started, 1), "curve": curve,
             "final": final, "stopped": stopped}
 
 
+def checkpoint_scores(run: dict, done: int, curve: list[dict], started: float) -> dict:
+    """The mean training loss since the last point and the validation scores now, printed and returned."""
+    step, per_epoch = run["step"], run["n"] // BATCH
+    loss = float(step.loss_sum) / (done - (curve[-1]["step"] if curve else 0))
+    step.loss_sum.zero_()
+    m = validate(run["model"], *run["val"], run["prep"], step.amp)
+    point = {"step": done, "epoch": round(done / per_epoch, 2), "loss": round(loss, 4),
+             **{k: round(v, 4) for k, v in m.items() if k != "val_n"}, "seconds": round(time.perf_counter() - started, 1)}
+    print(f"{run['task']}: step {done} epoch {point['epoch']:.1f} loss {loss:.4f} val IoU {m['val_iou']:.4f} "
+          f"Dice {m['val_dice']:.4f} ({point['seconds']} s)", flush=True)
+    return point
+
+
 def save(run: dict, result: dict, out: Path, device: torch.device) -> Path:
     """The last weights as an llm4seg checkpoint that references the frozen layer by sha256."""
     from llm4seg.checkpoint import ModelCard, save_checkpoint
 
-    info, model = run["info"], run["model"]
+    info, model, spec = run["info"], run["model"], run["spec"]
     model = model.to(memory_format=torch.contiguous_format).eval()
-    name = {"busi": "busi-lesion", "isic": "isic-lesion"}[run["task"]] + "-paper"
     training = {"preset": "paper", "config": result["config"].to_dict(), "steps": result["steps"],
                 "total_steps": result["total_steps"], "epochs": result["epochs"],
                 "planned_epochs": result["planned_epochs"], "best_step": result["steps"], "train_items": run["n"],
@@ -285,9 +296,10 @@ def save(run: dict, result: dict, out: Path, device: torch.device) -> Path:
                 "cuda_graph": run["step"].graph is not None, "amp": "bfloat16" if run["step"].amp else None,
                 "seconds": result["seconds"], "torch": torch.__version__, "data": info["data"],
                 "val_list": info["val_list"], "never_trained_on": info["never_packed"]}
-    card = ModelCard(name=name, classes=["background", "lesion"], preprocessing=run["prep"].to_dict(),
-                     training=training, metrics={k: round(v, 4) for k, v in result["final"].items()})
-    return save_checkpoint(out / f"{name}.safetensors", model, card, embed_llm=False)
+    card = ModelCard(name=spec.checkpoint, classes=["background", info.get("label", "lesion")],
+                     preprocessing=run["prep"].to_dict(), training=training,
+                     metrics={k: round(v, 4) for k, v in result["final"].items()})
+    return save_checkpoint(out / f"{spec.checkpoint}.safetensors", model, card, embed_llm=False)
 
 
 def train(args: argparse.Namespace) -> int:
@@ -302,21 +314,40 @@ def train(args: argparse.Namespace) -> int:
     meta = json.loads((args.data / "meta.json").read_text())
     layer = load_layer_weights(DEFAULT_LLM)
     print(f"frozen layer {layer.descriptor}, sha256 {layer.sha256[:16]}", flush=True)
-    runs = [build(t, meta["tasks"][t], args.data, layer, args, device) for t in args.tasks]
+    specs = [parse_run(t, args.seed) for t in args.tasks]
+    runs = [build(s, meta["tasks"][s.task], args.data, layer, args, device) for s in specs]
+    streams = streams_for(len(runs), device, args.side_by_side == "on")
+    round_s = None
+    if streams[0] is not None:
+        round_s = time_rounds([r["probe"] for r in runs], streams, args.probe_steps, device)
+        for r in runs:
+            reset(r)
+        print(f"side by side on {len(runs)} CUDA streams: {round_s * 1e3:.2f} ms per round of one step each "
+              f"(alone, one after another: {sum(r['s_per_step'] for r in runs) * 1e3:.2f} ms)", flush=True)
     left = args.budget_s - (time.perf_counter() - t_start)
-    epochs, need = plan_epochs(runs, left, args.epochs)
+    epochs, need = plan_epochs([r["n"] // BATCH for r in runs], [r["s_per_step"] for r in runs], left,
+                               args.epochs, round_s)
     print(f"the whole schedule needs {need:.0f} s; {left:.0f} s left in the budget: {epochs} epochs", flush=True)
     report = {"device": training_device(device), "torch": torch.__version__, "budget_s": args.budget_s,
-              "schedule_needs_s": round(need, 1), "epochs_asked": args.epochs, "tasks": {}}
-    for run in runs:
-        deadline = t_start + args.budget_s + args.grace_s
-        result = fit_task(run, epochs, args, device, deadline)
+              "schedule_needs_s": round(need, 1), "epochs_asked": args.epochs,
+              "round_ms": round(round_s * 1e3, 3) if round_s else None, "tasks": {}}
+    deadline = t_start + args.budget_s + args.grace_s
+
+    def finished(i: int, result: dict) -> None:
+        run = runs[i]
         path = save(run, result, args.out, device)
         report["tasks"][run["task"]] = {
             "checkpoint": path.name, "ms_per_step": round(run["s_per_step"] * 1e3, 3), "note": run["note"],
+            "jitter": run["spec"].jitter, "seed": run["spec"].seed,
             **{k: v for k, v in result.items() if k != "config"}}
         (args.out / "metrics.json").write_text(json.dumps(report, indent=1))
         print(f"{run['task']}: wrote {path.name}: {result['final']}", flush=True)
+
+    if streams[0] is not None:
+        interleave([fit_steps(r, epochs, args, device, deadline) for r in runs], streams, finished)
+    else:  # one after another
+        for i, r in enumerate(runs):
+            interleave([fit_steps(r, epochs, args, device, deadline)], [None], lambda _, res, i=i: finished(i, res))
     print(f"done in {time.perf_counter() - t_start:.0f} s", flush=True)
     return 0
 
@@ -339,7 +370,11 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("train", help="the paper's schedule on the packed data")
     t.add_argument("--data", type=Path, default=ROOT / ".gpu")
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    t.add_argument("--tasks", nargs="+", default=["busi", "isic"], metavar="RUN",
+                   help=f"runs, each TASK[:jitter=S][:seed=N] with TASK one of {', '.join(TASKS)} "
+                        "(jitter: llm4seg's rotation/zoom/appearance jitter after flips + rot90; default 0: the paper's)")
+    t.add_argument("--side-by-side", choices=("on", "off"), default="on",
+                   help="on CUDA, run the runs at once, each on its own stream (else one after another)")
     t.add_argument("--device", default="auto")
     t.add_argument("--epochs", type=int, default=EPOCHS, help="the paper's 300 unless testing")
     t.add_argument("--budget-s", type=float, default=360.0, help="device seconds for everything after loading")

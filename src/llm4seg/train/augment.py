@@ -67,20 +67,21 @@ class Jitter:
 
 
 def random_jitter(shape: tuple[int, int, int, int], strength: float = 1.0,
-                  generator: torch.Generator | None = None) -> Jitter:
+                  generator: torch.Generator | None = None, device: torch.device | str | None = None) -> Jitter:
     """Draws for a batch of ``shape`` (N, C, H, W). ``strength`` 1: rotation ±15°, zoom 0.8-1.25, shift
     ±10 %, gamma 0.74-1.35, contrast ±25 %, brightness ±0.1, colour gains ±10 % (RGB only), noise sd up to
-    0.03; smaller or larger strengths scale every range; 0 draws the identity."""
+    0.03; smaller or larger strengths scale every range; 0 draws the identity. ``device``: where to draw
+    (the generator's device; on CUDA without a generator the draws can be captured in a CUDA graph)."""
     n, c = shape[:2]
 
     def u(*size: int) -> torch.Tensor:  # uniform in [-strength, strength]
-        return (torch.rand(*size, generator=generator) * 2 - 1) * strength
+        return (torch.rand(*size, generator=generator, device=device) * 2 - 1) * strength
 
     sd = (u(n) + strength) / 2 * 0.03
     return Jitter(angle=u(n) * math.radians(15), zoom=torch.exp(u(n) * math.log(1.25)), shift=u(n, 2) * 0.1,
                   gamma=torch.exp(u(n) * 0.3), contrast=1 + u(n) * 0.25, brightness=u(n) * 0.1,
                   gain=1 + u(n, c) * 0.1 * (c > 1),
-                  noise=torch.randn(shape, generator=generator) * sd.view(n, 1, 1, 1))
+                  noise=torch.randn(shape, generator=generator, device=device) * sd.view(n, 1, 1, 1))
 
 
 def apply_jitter(images: torch.Tensor, labels: torch.Tensor, jitter: Jitter, mean: float,
