@@ -114,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "busi")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--folds", type=int, default=2, help="train on the others, score each (of 3 ablation folds)")
+    r.add_argument("--only-folds", type=int, nargs="+", metavar="K",
+                   help="run these of the --folds folds only (e.g. 1: the second), as a study split over sessions")
     r.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget per run")
     r.add_argument("--steps", type=int, help="a fixed number of steps instead of the time budget (tests)")
     r.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     sources, _ = find_sources(args.data)
     folds = folds_of([s.name for s in sources], 3, args.seed)  # the ablation's folds: the first --folds of them
-    run_missing(run_one, args.recipes, range(min(args.folds, 3)), folds, args)
+    which = [k for k in range(min(args.folds, 3)) if args.only_folds is None or k in args.only_folds]
+    run_missing(run_one, args.recipes, which, folds, args)
     return 0
 
 

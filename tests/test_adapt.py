@@ -123,6 +123,24 @@ def test_quick_trains_the_whole_network_when_a_gray_model_meets_colour():
     assert run_to_end(finetune(model, one, quick)).config.train == "decoder"
 
 
+def test_whole_network_training_on_random_crops(monkeypatch):
+    """Without cached features ``crop`` trains on per-sample windows of the augmented images: labels stay
+    aligned with their pixels, and training runs on inputs smaller than the model's."""
+    from llm4seg.train import steps
+    from llm4seg.train.steps import crop_batch
+
+    x = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
+    cx, cy = crop_batch(x, x[:, 0].long(), torch.tensor([[0, 0], [3, 4]]), 4)
+    assert cx.shape == (2, 1, 4, 4) and torch.equal(cx[1, 0], x[1, 0, 3:7, 4:8]) and torch.equal(cx[:, 0].long(), cy)
+    pairs = summarise([TrainingPair(*disk_image(64, 64, seed=i), name=f"g{i}") for i in range(3)], CLASSES)
+    seen: list = []
+    monkeypatch.setattr(steps, "crop_batch", lambda *a: seen.append(a[0].shape) or crop_batch(*a))
+    config = preset_config("thorough", steps=2, crop=16, val_every=None)
+    outcome = run_to_end(finetune(carded(), pairs, config))
+    assert outcome.result.steps == 2 and outcome.config.crop == 16
+    assert seen == [(4, 1, 32, 32)] * 2  # every step cut its batch of 32² inputs
+
+
 def test_volume_recalibration_uses_unlabelled_slices():
     model = carded()
     img, mask = disk_image(32, 32)

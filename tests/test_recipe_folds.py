@@ -42,3 +42,12 @@ def test_a_time_budget_sets_the_number_of_steps(tmp_path):
     assert run["steps"] == 10 and run["probe_s_per_step"] > 0  # 0.06 s buys fewer than the 10-step floor
     config = recipes.train_config("adamw-2e-3-b4", 50, 0, 1)
     assert config.batch_size == 4 and config.warmup_steps == 5 and config.select == "last"
+
+
+def test_only_folds_runs_a_part_of_the_study(tmp_path):
+    data = make_folder(tmp_path / "busi", n=6, size=40)
+    out = tmp_path / "rec"
+    argv = ["run", "--data", str(data), "--out", str(out), "--folds", "2", "--only-folds", "1", "--steps", "2",
+            "--recipes", "paper-sgd", "--threads", "1"]
+    assert recipes.main(argv) == 0
+    assert sorted(p.stem for p in out.glob("*.json")) == ["paper-sgd-fold1"]

@@ -27,7 +27,8 @@ class TrainConfig:
     outputs once per training item (and per augmented version, ``aug_versions``) instead of every step, and
     ``crop`` trains the decoder on aligned crops (side in model pixels, a multiple of 16) of those cached
     full-image features: the features keep their full-image context and scale, the decoder's cost drops
-    with the crop's area.
+    with the crop's area. Without cached features, ``crop`` trains the network on random crops of that side of
+    the (augmented) input images: same scale, a fraction of the pixels.
 
     ``jitter`` > 0 adds, after the symmetries, a random rotation, zoom and shift and changes of gamma,
     contrast, brightness, colour balance and noise (:func:`llm4seg.train.augment.random_jitter`; 1 is its
@@ -103,8 +104,8 @@ class TrainConfig:
             raise ValueError(f"jitter must be >= 0 (0: off), got {self.jitter}")
         if self.jitter and self.cache_features:
             raise ValueError("jitter changes the images every step: it needs cache_features=False")
-        if (self.cache_features or self.crop) and self.train != "decoder":
-            raise ValueError("cache_features and crop need train='decoder' (a frozen encoder)")
+        if self.cache_features and self.train != "decoder":
+            raise ValueError("cache_features needs train='decoder' (a frozen encoder)")
 
     @classmethod
     def paper(cls, **overrides: Any) -> "TrainConfig":

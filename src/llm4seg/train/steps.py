@@ -136,6 +136,13 @@ def _draw_jitter(config: TrainConfig, data: SliceSet, glob: int, gen: torch.Gene
     return drawn.part(slice(ctx.rank, None, ctx.world_size))
 
 
+def crop_batch(x: torch.Tensor, y: torch.Tensor, offsets: torch.Tensor, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``crop``² windows of images (B, C, H, W) and labels (B, H, W) at ``offsets`` (B, 2: top, left)."""
+    boxes = [(int(t), int(u)) for t, u in offsets]
+    return (torch.stack([xi[:, t:t + crop, u:u + crop] for xi, (t, u) in zip(x, boxes)]),
+            torch.stack([yi[t:t + crop, u:u + crop] for yi, (t, u) in zip(y, boxes)]))
+
+
 def train_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
                ctx: DistContext, step: int, idx: torch.Tensor, data: SliceSet,
                cache: FeatureCache | None, micro: int | None = None) -> float:
@@ -162,6 +169,10 @@ def train_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimi
     elif config.augment:
         ks = _per_rank(random_dihedral(glob, data.images.shape[-1] == data.images.shape[-2], gen), ctx)
     jitter = _draw_jitter(config, data, glob, gen, ctx) if cache is None else None
+    if cache is None and config.crop and config.crop < min(data.images.shape[-2:]):
+        crop = config.crop
+        room = torch.tensor(data.images.shape[-2:]) - crop + 1
+        offsets = _per_rank((torch.rand(glob, 2, generator=gen) * room).long(), ctx)
     optimizer.zero_grad(set_to_none=True)
     micro = max(1, min(micro or b, b))
     total = 0.0
@@ -178,6 +189,8 @@ def train_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimi
                 x, y = apply_dihedral(x, k), apply_dihedral(y, k)
             if jitter is not None:
                 x, y = apply_jitter(x, y, jitter.part(part), data.prep.mean, data.prep.std)
+            if crop:
+                x, y = crop_batch(x, y, offsets[part], crop)
             inputs = (x.contiguous(memory_format=fmt),)
         with autocast(ctx.device):
             logits = net(*inputs)
