@@ -38,6 +38,7 @@ TASKS: dict[str, PackTask] = {
     "busi": PackTask("busi", 1, 256, "busi-lesion.val.txt", None, "lesion"),
     "isic": PackTask("isic", 3, 128, "isic-lesion.val.txt", "isic-lesion.heldout.txt", "lesion"),
     "polyp": PackTask("cvc_clinicdb", 3, 256, "polyp.val.txt", None, "polyp"),
+    "thyroid": PackTask("tg3k", 3, 128, "thyroid.val.txt", "thyroid.heldout.txt", "thyroid gland"),
 }
 
 
@@ -116,6 +117,9 @@ def pack(args: argparse.Namespace) -> int:
     if not args.no_llm:
         llm_parts(args.out)
     (args.out / "meta.json").write_text(json.dumps(meta, indent=1))
+    total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file()) / 2**20
+    print(f"{args.out}: {total:.1f} MiB{' (over the 64 MiB a device call takes with the code)' * (total > 56)}",
+          flush=True)
     return 0
 
 

@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="preprocess the splits and the frozen layer (on this machine)")
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--out", type=Path, default=ROOT / ".gpu")
-    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
+    p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["busi", "isic"],
+                   help="the tasks to pack (the device machine takes 64 MiB in all: busi + isic + polyp fit)")
     p.add_argument("--no-llm", action="store_true", help="skip the GGUF parts (tests)")
     u = sub.add_parser("unpack-llm", help="rebuild the embedded GGUF from the packed parts (on the GPU machine)")
     u.add_argument("--data", type=Path, default=ROOT / ".gpu")

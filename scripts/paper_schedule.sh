@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The paper's schedule (300 epochs, 256², SGD + poly, batch 8) for busi-lesion and isic-lesion on one CUDA GPU,
+# The paper's schedule (300 epochs, 256², SGD + poly, batch 8) for the shipped models' data on one CUDA GPU,
 # then what only a GPU can check: tests/test_cuda.py and the GPU rows of the benchmarks.
 #
-#   here:  python scripts/paper_schedule.py pack            (→ .gpu/: the splits, preprocessed, ~30 MB)
-#   there: bash scripts/paper_schedule.sh                   (OUT: results folder; BUDGET_S: training seconds)
+#   here:  python scripts/paper_schedule.py pack [--tasks busi polyp]   (→ .gpu/: the splits, preprocessed)
+#   there: bash scripts/paper_schedule.sh [--tasks busi:jitter=1 polyp:jitter=1 ...]
+#          (OUT: results folder; BUDGET_S: training seconds; CHECKS=0 skips the CUDA tests and benchmarks)
 #
-# Writes $OUT/busi-lesion-paper.safetensors, $OUT/isic-lesion-paper.safetensors, $OUT/metrics.json and logs.
+# Writes one checkpoint per run ($OUT/busi-lesion-paper.safetensors, polyp-paper-jitter1.safetensors, ...),
+# $OUT/metrics.json and logs; several runs train side by side on CUDA streams.
 # Needs only the GPU machine's own python3 (torch, transformers, numpy, safetensors, scipy, scikit-image, Pillow).
 set -uo pipefail
 cd "$(dirname "$0")/.."
