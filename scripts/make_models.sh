@@ -46,8 +46,8 @@ ev() {  # held-out / own-validation scores for a card: llm4seg evaluate --json
     "$PY" -m llm4seg evaluate "$@" --no-hd95 --json
 }
 
-paper_run() {  # NAME CHECKPOINT DATA-FOLDER VAL-LIST TASK CLASS [LABEL=DATA-FOLDER[:LIST-FILE]...] [-- SHIP-ARGS]:
-    # ship a run of scripts/paper_schedule.sh, scored on its own validation list and the held-out sets
+ship_scored() {  # NAME CHECKPOINT DATA-FOLDER VAL-LIST TASK CLASS [LABEL=DATA-FOLDER[:LIST-FILE]...] [-- SHIP-ARGS]:
+    # ship a checkpoint (layer by reference), scored on its own validation list and the held-out sets
     local name=$1 run=$2 data=$3 list=$4 task=$5 class=$6 spec label; shift 6
     [ "$SHIP" = 1 ] || return 0
     ev "$data" --checkpoint "$run" --list "$list" > "$RUNS/$name.val.json"
@@ -81,7 +81,7 @@ busi_paper="${BUSI_PAPER_RUN:-$RUNS/paper/busi-lesion-paper-jitter1.safetensors}
 if { [ "$which" = busi ] || [ "$which" = all ]; } && [ -f "$busi_paper" ]; then
     # The shipped busi-lesion: the paper's schedule (300 epochs, 256²) + the jitter on a GPU; on the same 90
     # validation images +0.039 IoU over the CPU recipe below (docs/models.md), which a CPU-only machine trains.
-    paper_run busi-lesion "$busi_paper" "$DATA/busi" scripts/splits/busi-lesion.val.txt "breast ultrasound lesion" \
+    ship_scored busi-lesion "$busi_paper" "$DATA/busi" scripts/splits/busi-lesion.val.txt "breast ultrasound lesion" \
         lesion -- --default
 elif [ "$which" = busi ] || [ "$which" = all ]; then
     # BUSI (452 pairs) from scratch, 1 channel; seeded 20 % validation split (its names: busi-lesion.val.busi.txt).
@@ -162,25 +162,13 @@ specialist() {  # NAME PART CLASS TASK [LABEL=EVALUATE-ARGS...]: from the genera
     zoo "$out" --parts "$part" --init "$GENERALIST_INIT" $SPECIALIST_SCHEDULE ${EXTRA:-}
     [ "$SHIP" = 1 ] || return 0
     "$PY" scripts/train_zoo.py --data "$DATA" --parts "$part" --out "$out" --val-lists-only
-    ev "$DATA/$part" --checkpoint "$out" --list "$RUNS/$name.val.$part.txt" > "$RUNS/$name.val.json"
-    local metrics=("own_val=$RUNS/$name.val.json") spec label
-    for spec in "$@"; do  # held-out sets: LABEL=DATA-FOLDER[:LIST-FILE]
-        label=${spec%%=*}; spec=${spec#*=}
-        if [ "${spec#*:}" != "$spec" ]; then
-            ev "${spec%%:*}" --checkpoint "$out" --list "${spec#*:}" > "$RUNS/$name.$label.json"
-        else
-            ev "$spec" --checkpoint "$out" > "$RUNS/$name.$label.json"
-        fi
-        metrics+=("$label=$RUNS/$name.$label.json")
-    done
-    "$PY" scripts/ship_checkpoint.py "$out" --name "$name" --task "$task" --classes "$class" --reference-llm \
-        --images sample_data/busi/images --metrics "${metrics[@]}" --description "$(cat "scripts/cards/$name.txt")"
+    ship_scored "$name" "$out" "$DATA/$part" "$RUNS/$name.val.$part.txt" "$task" "$class" "$@"
 }
 polyp_paper="${POLYP_PAPER_RUN:-$RUNS/paper/polyp-paper-jitter1.safetensors}"
 if { [ "$which" = polyp ] || [ "$which" = all ]; } && [ -f "$polyp_paper" ]; then
     # The shipped polyp: the paper's schedule + the jitter on a GPU, from scratch (165 epochs, 256²); on
     # CVC-ColonDB, never trained on, +0.137 Dice over the CPU recipe below (docs/models.md).
-    paper_run polyp "$polyp_paper" "$DATA/cvc_clinicdb" scripts/splits/polyp.val.txt "colonoscopy polyp (RGB)" \
+    ship_scored polyp "$polyp_paper" "$DATA/cvc_clinicdb" scripts/splits/polyp.val.txt "colonoscopy polyp (RGB)" \
         polyp "colondb=$DATA/cvc_colondb"
 elif [ "$which" = polyp ] || [ "$which" = all ]; then
     # the jitter (rotation/zoom/appearance) lifts CVC-ColonDB, a set it never saw, by +0.057 Dice, and 256² input
@@ -193,7 +181,7 @@ if [ "$which" = isic ] || [ "$which" = all ]; then
     # $ISIC_PAPER_RUN): +0.015 Dice on the 439 over the CPU recipe below, which is what a CPU-only machine trains.
     paper="${ISIC_PAPER_RUN:-$RUNS/paper/isic-lesion-paper.safetensors}"
     if [ -f "$paper" ]; then
-        paper_run isic-lesion "$paper" "$DATA/isic" scripts/splits/isic-lesion.val.txt "dermoscopic skin lesion (RGB)" \
+        ship_scored isic-lesion "$paper" "$DATA/isic" scripts/splits/isic-lesion.val.txt "dermoscopic skin lesion (RGB)" \
             lesion "isic_439=$DATA/isic:scripts/splits/isic-lesion.heldout.txt"
     else  # with the jitter: +0.012 Dice on the 439 (docs/models.md)
         EXTRA="--jitter 1" specialist isic-lesion isic lesion "dermoscopic skin lesion (RGB)" \
