@@ -123,6 +123,25 @@ def test_quick_trains_the_whole_network_when_a_gray_model_meets_colour():
     assert run_to_end(finetune(model, one, quick)).config.train == "decoder"
 
 
+def test_a_gray_model_learns_colour_at_the_colour_size():
+    """With ``colour_size`` below the model's size, the whole network trains at that size, says so, and the
+    fine-tuned model segments at it; gray pairs (no colour to learn) keep the model's size."""
+    model = carded()
+    model.card.preprocessing = Preprocessing(size=64, channels=1).to_dict()
+    colour = summarise([TrainingPair(*colour_image(i), name=f"c{i}", rgb=True) for i in range(3)], CLASSES)
+    gray = summarise([TrainingPair(*disk_image(32, 32, seed=i), name=f"g{i}") for i in range(3)], CLASSES)
+    config = preset_config("quick", steps=2, colour_size=32)
+    events: list = []
+    small = run_to_end(finetune(model, colour, config), events.append)
+    assert small.config.train == "all" and small.model.card.preprocess.size == 32
+    assert any("whole network trains at 32²" in e.text for e in events if isinstance(e, Log))
+    assert segment(colour.pairs[0].image, small.model).labels.shape == (32, 32)
+    assert run_to_end(finetune(model, gray, config)).model.card.preprocess.size == 64
+    assert run_to_end(finetune(model, colour, config.replace(colour_size=None))).model.card.preprocess.size == 64
+    with pytest.raises(ValueError, match="colour_size"):
+        config.replace(colour_size=40)
+
+
 def test_whole_network_training_on_random_crops(monkeypatch):
     """Without cached features ``crop`` trains on per-sample windows of the augmented images: labels stay
     aligned with their pixels, and training runs on inputs smaller than the model's."""

@@ -25,7 +25,8 @@ from .checkpoint import ModelCard
 from .crosscheck import MIN_ITEMS, CheckResult, cross_check
 from .events import Log, is_cancelled, relay
 from .finetune_rules import (
-    COLOUR_MIN_ITEMS, MIN_VAL_ITEMS, NO_VALIDATION, colour_config, image_config, validation_fraction,
+    COLOUR_MIN_ITEMS, MIN_VAL_ITEMS, NO_VALIDATION, colour_config, colour_size, image_config, learns_colour,
+    validation_fraction,
 )
 from .preprocess import WINDOWS, Preprocessing, looks_like_ct
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
@@ -243,11 +244,11 @@ def prepare(model: torch.nn.Module, plan: PairPlan, config: TrainConfig, *, prep
         prep = replace(prep, window=WINDOWS["abdomen"])  # HU data: a window, kept in the new card
         yield Log("CT in Hounsfield units: training in the abdomen window (level 40, width 400); choose another "
                   "CT window in the Segment widget before fine-tuning to change it")
-    yield Log(f"preparing {plan.describe()} at {prep.size}²")
-    trained = copy.deepcopy(model)  # the caller's model stays as it is (and usable) while this one trains
     rgb = expand_rgb and prep.channels == 1 and any(p.rgb for p in plan.pairs)
     if rgb:
-        prep = replace(prep, channels=3)
+        prep = replace(prep, channels=3, size=colour_size(config, len(plan.pairs), prep.size))
+    yield Log(f"preparing {plan.describe()} at {prep.size}²")
+    trained = copy.deepcopy(model)  # the caller's model stays as it is (and usable) while this one trains
     try:
         data = _slice_set(plan, prep, cancel)
         if is_cancelled(cancel):
@@ -288,10 +289,11 @@ def finetune(
     trained, data = prepared
     sources = len(set(data.groups))  # items are sources, or slices of a single volume (as ``split`` counts them)
     expanded = trained.config.in_channels != model.config.in_channels
-    if expanded and sources >= COLOUR_MIN_ITEMS and (colour := colour_config(config)) != config:
-        config = colour
-        yield Log("a gray model on colour images: the whole network trains (with flips and rotations), so that "
-                  "its first layers learn to use colour; no check against the start, which never saw colour")
+    if expanded and learns_colour(config, sources):
+        config = colour_config(config)
+        yield Log(f"a gray model on colour images: the whole network trains at {data.prep.size}² (with flips and "
+                  "rotations), so that its first layers learn to use colour; no check against the start, which "
+                  "never saw colour")
     elif (images := image_config(config, plan)) != config:
         config = images
         yield Log("2D images: training with flips and rotations too (they have no fixed side), so the Segment "

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .finetune import PairPlan
 
 __all__ = ["MIN_VAL_ITEMS", "NO_VALIDATION", "COLOUR_MIN_ITEMS", "validation_fraction", "colour_config",
-           "image_config"]
+           "learns_colour", "colour_size", "image_config"]
 
 MIN_VAL_ITEMS = 50
 NO_VALIDATION = (f"fewer than {MIN_VAL_ITEMS} labelled images/slices: all of them train and the last weights are "
@@ -34,10 +34,25 @@ def colour_config(config: TrainConfig) -> TrainConfig:
     with the decoder alone, 0.752 ± 0.035 with the whole network; the check kept the start in none of the
     seeds (its halves moved by −0.01 to +0.16) and tripled the time (96 s instead of about 30). From the
     256² ``busi-lesion``: 0.754 ± 0.022 in 211 s; on random 128² crops of the images (``crop=128``) 0.677 ±
-    0.049 in 44 s, so whole images stay."""
+    0.049 in 44 s, so whole images stay, scaled to ``config.colour_size`` (:func:`colour_size`)."""
     if not config.learn_colour or config.train != "decoder":
         return config
     return config.replace(train="all", cache_features=False, crop=None, augment=True, crosscheck=0)
+
+
+def learns_colour(config: TrainConfig, items: int) -> bool:
+    """Whether :func:`colour_config` changes ``config`` for a 1-channel model just expanded to colour input,
+    with ``items`` labelled images (from :data:`COLOUR_MIN_ITEMS` on)."""
+    return items >= COLOUR_MIN_ITEMS and colour_config(config) != config
+
+
+def colour_size(config: TrainConfig, items: int, size: int) -> int:
+    """The input side a gray model expanded to colour trains at (and the fine-tuned model segments at): the
+    model's ``size``, or ``config.colour_size`` when the whole network learns colour (:func:`learns_colour`)
+    and that is smaller."""
+    if config.colour_size is None or not learns_colour(config, items):
+        return size
+    return min(size, config.colour_size)
 
 
 def image_config(config: TrainConfig, plan: PairPlan) -> TrainConfig:
