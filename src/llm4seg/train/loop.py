@@ -202,8 +202,6 @@ def fit(
                 yield Log("too many items to cache their features within the cache budget: computing them each step")
             if any_rank(is_cancelled(cancel), ctx):
                 status = "cancelled"
-        if config.crop and train_cache is None and status == "done":
-            yield Log("crops need cached features; training on whole images")
 
         epoch_loss, epoch_n, epoch_start = 0.0, 0, time.perf_counter()
         while status == "done" and step < total:
