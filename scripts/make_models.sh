@@ -8,11 +8,12 @@
 # SHIP=0 trains without touching src/llm4seg/weights; TRAIN=0 only evaluates and ships finished runs;
 # BUSI_SCHEDULE / GRAY_SCHEDULE / CT_SCHEDULE / GENERALIST_SCHEDULE / SPECIALIST_SCHEDULE / CT_TRAIN_Z / CT_TEST_Z override the
 # recorded schedules and z-ranges (the test suite runs the same recipes for two steps on a tiny copy of the data
-# this way). The specialists (polyp, isic-lesion, thyroid) start from GENERALIST_INIT (the shipped generalist).
+# this way). The specialists polyp and isic-lesion start from GENERALIST_INIT (the shipped generalist), thyroid from
+# ULTRASOUND_INIT (the shipped busi-lesion).
 #
 # busi-lesion, polyp and isic-lesion ship their runs of the paper's schedule on a GPU when there
 # ($RUNS/paper/busi-lesion-paper-jitter1, polyp-paper-jitter1, isic-lesion-paper .safetensors, written by
-# scripts/paper_schedule.sh; BUSI_PAPER_RUN / POLYP_PAPER_RUN / ISIC_PAPER_RUN name others); otherwise the CPU recipe. On a 2-core CPU: busi-lesion ≈ 50 min, gray-start ≈ 18 min, ct-liver ≈ 10 min, generalist ≈ 50 min, isic/thyroid ≈ 13 min, polyp (256²) ≈ 80 min.
+# scripts/paper_schedule.sh; BUSI_PAPER_RUN / POLYP_PAPER_RUN / ISIC_PAPER_RUN name others); otherwise the CPU recipe. On a 2-core CPU: busi-lesion ≈ 50 min, gray-start ≈ 18 min, ct-liver ≈ 10 min, generalist ≈ 50 min, isic ≈ 13 min, polyp (256²) ≈ 80 min, thyroid (256²) ≈ 95 min.
 # Interrupted runs continue with the same command (the training state next to the checkpoint is picked up).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ CT_SCHEDULE=${CT_SCHEDULE:---epochs 40}
 GENERALIST_SCHEDULE=${GENERALIST_SCHEDULE:---steps 4000 --jitter 1}
 SPECIALIST_SCHEDULE=${SPECIALIST_SCHEDULE:---lr 1e-3 --steps 1000 --val-every 250}
 GENERALIST_INIT=${GENERALIST_INIT:-src/llm4seg/weights/generalist.safetensors}
+ULTRASOUND_INIT=${ULTRASOUND_INIT:-src/llm4seg/weights/busi-lesion.safetensors}
 CT_TRAIN_Z=${CT_TRAIN_Z:-0,72}
 CT_TEST_Z=${CT_TEST_Z:-72,119}
 which=${1:-all}
@@ -155,11 +157,12 @@ if [ "$which" = generalist ] || [ "$which" = all ]; then
             "ircad17_liver_z72_118=$RUNS/generalist.ircad17_z72.json" --description "$(cat scripts/cards/generalist.txt)"
     fi
 fi
-specialist() {  # NAME PART CLASS TASK [LABEL=EVALUATE-ARGS...]: from the generalist, one dataset; EXTRA: more arguments
+specialist() {  # NAME PART CLASS TASK [LABEL=EVALUATE-ARGS...]: one dataset, from INIT (default: the generalist);
+    # EXTRA: more arguments
     local name=$1 part=$2 class=$3 task=$4; shift 4
     local out="$RUNS/$name.safetensors"
     # shellcheck disable=SC2086
-    zoo "$out" --parts "$part" --init "$GENERALIST_INIT" $SPECIALIST_SCHEDULE ${EXTRA:-}
+    zoo "$out" --parts "$part" --init "${INIT:-$GENERALIST_INIT}" $SPECIALIST_SCHEDULE ${EXTRA:-}
     [ "$SHIP" = 1 ] || return 0
     "$PY" scripts/train_zoo.py --data "$DATA" --parts "$part" --out "$out" --val-lists-only
     ship_scored "$name" "$out" "$DATA/$part" "$RUNS/$name.val.$part.txt" "$task" "$class" "$@"
@@ -190,7 +193,7 @@ if [ "$which" = isic ] || [ "$which" = all ]; then
 fi
 if [ "$which" = thyroid ] || [ "$which" = all ]; then
     grep '^test_' "$DATA/tg3k/list.txt" > "$RUNS/tg3k_test.txt"
-    # with the jitter: +0.037 Dice on the 359 test_* frames (docs/models.md)
-    EXTRA="--jitter 1" specialist thyroid tg3k "thyroid gland" "thyroid gland in ultrasound" "tg3k_test=$DATA/tg3k:$RUNS/tg3k_test.txt"
+    # from the GPU-trained busi-lesion (gray ultrasound, 256²), with the jitter (docs/models.md)
+    INIT="$ULTRASOUND_INIT" EXTRA="--jitter 1 --size 256 --channels 1" specialist thyroid tg3k "thyroid gland" "thyroid gland in ultrasound" "tg3k_test=$DATA/tg3k:$RUNS/tg3k_test.txt"
 fi
 exit 0

@@ -56,7 +56,8 @@ def test_make_models_recipes_run_end_to_end(tmp_path):
            "CT_SCHEDULE": "--steps 2",
            "CT_TRAIN_Z": "0,5", "CT_TEST_Z": "5,8", "GENERALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
            "SPECIALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
-           "GENERALIST_INIT": str(tmp_path / "runs" / "generalist.safetensors")}
+           "GENERALIST_INIT": str(tmp_path / "runs" / "generalist.safetensors"),
+           "ULTRASOUND_INIT": str(tmp_path / "runs" / "busi-lesion.safetensors")}
     weights = sorted((ROOT / "src" / "llm4seg" / "weights").iterdir())
     proc = subprocess.run(["bash", str(ROOT / "scripts" / "make_models.sh"), "all"], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
@@ -74,10 +75,12 @@ def test_make_models_recipes_run_end_to_end(tmp_path):
     assert generalist.config.in_channels == 3 and generalist.card.classes == ["background", "foreground"]
     assert generalist.card.training["steps"] == 2 and generalist.card.preprocessing["window"] is None
     assert "tg3k" in generalist.card.training["data"] and "colondb" not in generalist.card.training["data"]
-    for name, part in (("polyp", "cvc_clinicdb"), ("isic-lesion", "isic"), ("thyroid", "tg3k")):
+    for name, part, init, channels, size in (("polyp", "cvc_clinicdb", "generalist", 3, 256),  # small polyps
+                                             ("isic-lesion", "isic", "generalist", 3, 128),
+                                             ("thyroid", "tg3k", "busi-lesion", 1, 256)):  # from the ultrasound model
         model = load_checkpoint(tmp_path / "runs" / f"{name}.safetensors", device="cpu")
         training = model.card.training
-        assert model.config.in_channels == 3 and training["steps"] == 2 and training["data"] == part
-        assert training["init"].endswith("generalist.safetensors")  # started from the generalist
-        assert model.card.preprocessing["size"] == (256 if name == "polyp" else 128)  # small polyps need pixels
+        assert model.config.in_channels == channels and training["steps"] == 2 and training["data"] == part
+        assert training["init"].endswith(f"{init}.safetensors")
+        assert model.card.preprocessing["size"] == size
     assert sorted((ROOT / "src" / "llm4seg" / "weights").iterdir()) == weights  # SHIP=0 left them alone
