@@ -147,6 +147,21 @@ def test_rgb_png_reads_channels_last(tmp_path: Path) -> None:
     assert out.rgb and out.spatial_shape == (6, 5) and np.array_equal(out.array, rgb)
 
 
+def test_bmp_reads_gray_and_colour_and_is_never_written(tmp_path: Path) -> None:
+    import imageio.v3 as iio
+
+    rng = np.random.default_rng(2)
+    gray, rgb = rng.integers(0, 255, (7, 9), dtype=np.uint8), rng.integers(0, 255, (7, 9, 3), dtype=np.uint8)
+    iio.imwrite(tmp_path / "g.bmp", gray)
+    iio.imwrite(tmp_path / "c.BMP", rgb)
+    g, c = read_image(tmp_path / "g.bmp"), read_image(tmp_path / "c.BMP")
+    assert not g.rgb and np.array_equal(g.array, gray)
+    assert c.rgb and c.spatial_shape == (7, 9) and np.array_equal(c.array, rgb)
+    with pytest.raises(ValueError, match=r"\.png"):
+        write_labels(tmp_path / "m.bmp", np.ones((3, 3), np.uint8))
+    assert not (tmp_path / "m.bmp").exists()
+
+
 def test_tiff_3d_roundtrip_with_spacing(tmp_path: Path) -> None:
     labels = np.random.default_rng(0).integers(0, 4, (5, 7, 9)).astype(np.uint8)
     like = ImageData(np.zeros(labels.shape, np.int16), (2.5, 0.5, 0.25))

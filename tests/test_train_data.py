@@ -100,6 +100,22 @@ def test_integer_label_images(tmp_path):
     assert set(ds.labels.unique().tolist()) == {0, 1, 2}
 
 
+def test_bmp_pairs_are_found_like_png(tmp_path):
+    import imageio.v3 as iio
+
+    root = tmp_path / "d"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    for i in range(2):
+        img, mask = disk_image(32, 32, seed=i)
+        iio.imwrite(root / "images" / f"IMD{i}.bmp", img)
+        iio.imwrite(root / "masks" / f"IMD{i}.bmp", (mask * 255).astype(np.uint8))
+    sources, names = find_sources(root)
+    assert [s.name for s in sources] == ["IMD0", "IMD1"] and names == ["background", "foreground"]
+    image, labels = sources[0].load()
+    assert image.shape[:2] == labels.shape == (32, 32) and set(np.unique(labels)) == {0, 1}
+
+
 def test_nifti_pairs_classes_window_and_slice_selection(tmp_path):
     vol, labels = make_volume(tmp_path / "ct")
     prep = Preprocessing(size=32, window=(40, 400))

@@ -45,8 +45,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _output_path(src: Path, out_dir: Path, fmt: str, ndim_spatial: int) -> Path:
+    from .io import NIFTI_EXTS, RASTER_EXTS, TIFF_EXTS
+
     name = src.name
-    for ext in (".nii.gz", ".nii", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".dcm"):
+    for ext in (*NIFTI_EXTS, *RASTER_EXTS, *TIFF_EXTS, ".dcm"):
         if name.lower().endswith(ext):
             name, src_ext = name[: -len(ext)], ext
             break
@@ -177,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("segment", help="segment images or volumes")
-    p.add_argument("inputs", nargs="+", help="PNG/JPEG/TIFF/NIfTI files or DICOM folders")
+    p.add_argument("inputs", nargs="+", help="PNG/JPEG/BMP/TIFF/NIfTI files or DICOM folders")
     p.add_argument("--checkpoint", "-c", default="default", help="a .safetensors file, a model name, or 'default'")
     p.add_argument("--out", "-o", required=True, help="output folder")
     p.add_argument("--format", choices=["auto", "png", "tif", "nii.gz"], default="auto")

@@ -19,9 +19,14 @@ import numpy as np
 
 from llm4seg._io_dicom import is_dicom_file, looks_like_dicom_folder, read_dicom
 
-__all__ = ["ImageData", "read_image", "write_labels", "write_image", "looks_like_dicom_folder", "SUPPORTED_FORMATS"]
+__all__ = ["ImageData", "read_image", "write_labels", "write_image", "looks_like_dicom_folder", "SUPPORTED_FORMATS",
+           "RASTER_EXTS", "TIFF_EXTS", "NIFTI_EXTS"]
 
-SUPPORTED_FORMATS = ("PNG/JPEG (.png, .jpg, .jpeg), TIFF (.tif, .tiff), NIfTI (.nii, .nii.gz) and DICOM "
+RASTER_EXTS = (".png", ".jpg", ".jpeg", ".bmp")  # 2D gray or colour pictures, read with imageio
+TIFF_EXTS = (".tif", ".tiff")
+NIFTI_EXTS = (".nii.gz", ".nii")
+_READ_ONLY = (".jpg", ".jpeg", ".bmp")  # lossy, or no uint16: labels and images are written as .png instead
+SUPPORTED_FORMATS = ("PNG/JPEG/BMP (.png, .jpg, .jpeg, .bmp), TIFF (.tif, .tiff), NIfTI (.nii, .nii.gz) and DICOM "
                      "series (a folder of .dcm or extension-less DICOM files)")
 _NIFTI, _TIFF, _RASTER, _DICOM = "nifti", "tiff", "raster", "dicom"
 GZIP_LEVEL = 6  # compression level of .nii.gz output (1 fast .. 9 small)
@@ -72,11 +77,11 @@ class ImageData:
 # ----------------------------------------------------------------------------------------------- reading
 def _kind(path: Path) -> str | None:
     name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+    if name.endswith(NIFTI_EXTS):
         return _NIFTI
-    if name.endswith((".tif", ".tiff")):
+    if name.endswith(TIFF_EXTS):
         return _TIFF
-    if name.endswith((".png", ".jpg", ".jpeg")):
+    if name.endswith(RASTER_EXTS):
         return _RASTER
     if name.endswith(".dcm"):
         return _DICOM
@@ -88,7 +93,7 @@ def _suffix(path: Path) -> str:
 
 
 def read_image(path: str | os.PathLike) -> ImageData:
-    """Read a PNG/JPEG/TIFF file, a NIfTI file or a DICOM series (folder, or one of its files)."""
+    """Read a PNG/JPEG/BMP/TIFF file, a NIfTI file or a DICOM series (folder, or one of its files)."""
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
@@ -100,7 +105,7 @@ def read_image(path: str | os.PathLike) -> ImageData:
     if kind == _TIFF:
         return _guard(p, "TIFF", _read_tiff)
     if kind == _RASTER:
-        return _guard(p, "PNG/JPEG", _read_raster)
+        return _guard(p, "PNG/JPEG/BMP", _read_raster)
     if kind == _DICOM or is_dicom_file(p):
         return read_dicom(p)
     raise ValueError(f"{p}: unsupported file type {_suffix(p) or '(no extension)'!r}; "
@@ -273,7 +278,7 @@ def write_labels(path: str | os.PathLike, labels: Any, like: ImageData | None = 
     """
     p = Path(path).expanduser()
     kind = _kind(p)
-    if kind not in (_NIFTI, _RASTER, _TIFF) or p.name.lower().endswith((".jpg", ".jpeg")):
+    if kind not in (_NIFTI, _RASTER, _TIFF) or p.name.lower().endswith(_READ_ONLY):
         raise ValueError(f"{p}: cannot write labels as {_suffix(p) or '(no extension)'!r}; "
                          "use .nii.gz, .nii, .png (2D) or .tif/.tiff (lossless formats)")
     lab = _as_labels(labels)
@@ -291,7 +296,7 @@ def write_image(path: str | os.PathLike, data: ImageData, *, overwrite: bool = F
     """Write an image to .nii/.nii.gz (spatial data, dtype kept), .tif/.tiff or .png (2D uint8/uint16). Atomic."""
     p = Path(path).expanduser()
     kind = _kind(p)
-    if kind not in (_NIFTI, _RASTER, _TIFF) or p.name.lower().endswith((".jpg", ".jpeg")):
+    if kind not in (_NIFTI, _RASTER, _TIFF) or p.name.lower().endswith(_READ_ONLY):
         raise ValueError(f"{p}: cannot write images as {_suffix(p) or '(no extension)'!r}; "
                          "use .nii.gz, .nii, .tif/.tiff or .png")
     return _write(p, kind, data, overwrite, labels=False)

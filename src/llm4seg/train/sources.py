@@ -22,10 +22,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..io import NIFTI_EXTS, RASTER_EXTS, TIFF_EXTS
+
 __all__ = ["Source", "ClassSpec", "find_sources", "sources_from_arrays", "parse_classes", "read_array"]
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-NIFTI_EXTS = (".nii.gz", ".nii")
+IMAGE_EXTS = RASTER_EXTS + TIFF_EXTS
 LABEL_SUFFIXES = ("_labels", "_label", "_seg", "_mask")
 
 
@@ -291,10 +292,14 @@ def _folder_sources(root: Path, list_file, classes) -> tuple[list[Source], list[
         class_names = spec.names
     elif masks_dir.is_dir():
         ks = sorted((d for d in masks_dir.iterdir() if d.is_dir() and d.name.isdigit()), key=lambda d: int(d.name))
+        if not ks and _files(masks_dir, IMAGE_EXTS):
+            ks = [masks_dir]  # masks/<name>.png: one class of binary masks (the Kvasir-SEG layout)
         if not ks:
-            raise FileNotFoundError(f"{masks_dir} has no class folders: put binary masks in masks/0/<name>.png")
+            raise FileNotFoundError(f"{masks_dir} has no masks: put binary masks in masks/<name>.png, or one "
+                                    "folder per class in masks/0/<name>.png, masks/1/<name>.png, ...")
         mask_files = [_files(d, IMAGE_EXTS) for d in ks]
-        known = known_classes(root) or ({1: "foreground"} if len(ks) == 1 else {int(d.name) + 1: f"class {int(d.name) + 1}" for d in ks})
+        known = known_classes(root) or ({1: "foreground"} if len(ks) == 1 else
+                                        {int(d.name) + 1: f"class {int(d.name) + 1}" for d in ks})
         spec = parse_classes(classes, known)
 
         def make(n: str) -> Callable[[], tuple]:
@@ -313,7 +318,7 @@ def _folder_sources(root: Path, list_file, classes) -> tuple[list[Source], list[
         have = [n for n in names if any(n in files for files in mask_files)]
         class_names = spec.names
     else:
-        raise FileNotFoundError(f"{root}: images/ found but no masks/0/ (binary masks) or labels/ (label images)")
+        raise FileNotFoundError(f"{root}: images/ found but no masks/ (binary masks) or labels/ (label images)")
     if not have:
         raise FileNotFoundError(f"{root}: no image has a mask with the same name")
     return [Source(n, make(n)) for n in have], ["background"] + class_names
