@@ -8,7 +8,7 @@ import numpy as np
 from llm4seg.device import is_oom
 from llm4seg.models import COLOUR_MODELS, recommend
 from llm4seg.oom import OutOfMemory
-from llm4seg.preprocess import looks_like_ct
+from llm4seg.preprocess import colour_is_gray, looks_like_ct
 
 SPECIALISTS_RGB = {name for name, _ in COLOUR_MODELS if name != "generalist"}
 
@@ -71,6 +71,8 @@ def modality_hint(source: str, image: Any, card: Any, window: Any, rgb: bool = F
     or a colour image meets a 1-channel model (the shipped model to switch to is named, never switched to)."""
     if not isinstance(image, np.ndarray) or card is None:
         return None
+    if rgb and colour_is_gray(image):
+        rgb = False  # gray data stored as colour (equal red, green and blue): a gray image for every purpose
     if rgb and card.preprocess.channels == 1:
         found = recommend(image, rgb=True)
         named = " or ".join(f"'{name}' ({why.removeprefix('RGB, ')})" for name, why in found)

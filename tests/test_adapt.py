@@ -83,6 +83,22 @@ def test_validation_policy():
         assert preset_config(preset).select == "last"
 
 
+def test_gray_stored_as_colour_keeps_a_gray_model_gray():
+    model = carded()
+    pairs = []
+    for i in range(3):
+        img, mask = disk_image(32, 32, seed=i)
+        rgb = np.repeat(img[..., None], 3, -1).astype(np.uint8)
+        rgb[0, :2] = (255, 255, 0)  # a yellow caliper mark
+        pairs.append(TrainingPair(rgb, mask, name=f"g{i}", rgb=True))
+    events: list = []
+    outcome = run_to_end(finetune(model, summarise(pairs, CLASSES), preset_config("quick", steps=2)), events.append)
+    texts = [e.text for e in events if isinstance(e, Log)]
+    assert outcome.model.config.in_channels == 1 and outcome.model.card.preprocess.size == 32
+    assert any("gray stored as colour" in t for t in texts)
+    assert segment(pairs[0].image, outcome.model).labels.shape == (32, 32)
+
+
 def test_colour_pairs_turn_a_gray_model_into_rgb_and_report_it():
     model = carded()
     pairs = [TrainingPair(*colour_image(i), name=f"c{i}", rgb=True) for i in range(3)]

@@ -82,3 +82,22 @@ def test_bad_settings_are_explained():
         Preprocessing(size=100)
     with pytest.raises(ValueError, match="width"):
         Preprocessing(window=(40, 0))
+
+
+def test_colour_is_gray_tells_gray_exports_from_colour_images():
+    from llm4seg.preprocess import colour_is_gray
+
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 255, (64, 64), dtype=np.uint8)
+    stored = np.repeat(gray[..., None], 3, -1)
+    assert colour_is_gray(stored) and colour_is_gray(np.dstack([stored, np.full((64, 64), 255, np.uint8)]))
+    jpeg_like = (stored.astype(np.int16) + rng.integers(-1, 2, stored.shape)).clip(0, 255).astype(np.uint8)
+    assert colour_is_gray(jpeg_like)  # compression noise of a unit or two
+    marked = stored.copy()
+    marked[:2, :10] = (255, 255, 0)  # a coloured marker on 0.5 % of the pixels
+    assert colour_is_gray(marked)
+    tinted = stored.copy()
+    tinted[..., 0] = np.clip(gray.astype(int) + 40, 0, 255)  # a sepia-like tint: colour
+    assert not colour_is_gray(tinted)
+    assert not colour_is_gray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    assert not colour_is_gray(gray) and not colour_is_gray(np.zeros((4, 64, 64)))  # no channel axis

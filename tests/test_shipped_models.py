@@ -83,7 +83,8 @@ def test_registry_refuses_a_changed_or_missing_file(tmp_path, monkeypatch):
 
 def test_recommend_names_models_by_modality_never_unshipped_ones():
     shipped = {e.name for e in models.list_models()}
-    rgb = models.recommend(np.zeros((32, 32, 3), np.uint8), rgb=True)
+    colour = np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    rgb = models.recommend(colour, rgb=True)
     names = [name for name, _ in rgb]
     assert names == [n for n, _ in models.COLOUR_MODELS if n in shipped] and "generalist" in names
     assert all(why.startswith("RGB, for ") for _, why in rgb)
@@ -93,6 +94,23 @@ def test_recommend_names_models_by_modality_never_unshipped_ones():
     gray = [name for name, _ in models.recommend(np.zeros((32, 32), np.uint8))]
     assert gray == [n for n, _ in models.GRAY_MODELS if n in shipped] and "busi-lesion" in gray
     assert models.recommend(np.zeros((32, 32), np.float32)) == []  # neither 8-bit nor CT: nothing to say
+    stored = np.repeat(np.arange(32, dtype=np.uint8)[None, :, None], 32, 0).repeat(3, -1)
+    assert [name for name, _ in models.recommend(stored, rgb=True)] == gray  # gray exported as colour
+
+
+def test_gray_stored_as_colour_is_no_colour_image_to_the_hints():
+    from llm4seg.checkpoint import ModelCard
+    from llm4seg.preprocess import Preprocessing
+    from napari_llm4seg._segment_messages import modality_hint
+
+    stored = np.repeat(np.arange(32, dtype=np.uint8)[None, :, None], 32, 0).repeat(3, -1)
+    busi = ModelCard(name="busi-lesion", classes=["background", "lesion"], preprocessing=Preprocessing().to_dict())
+    polyp = ModelCard(name="polyp", classes=["background", "polyp"], preprocessing=Preprocessing(channels=3).to_dict())
+    assert modality_hint("us", stored, busi, None, rgb=True) is None  # no 'colour is converted to gray'
+    assert "is a colour image" in modality_hint("c", stored[..., ::-1] * np.array([1, 0, 0], np.uint8), busi,
+                                                 None, rgb=True)
+    text = modality_hint("us", stored, polyp, None, rgb=True)
+    assert "gray image" in text and "'busi-lesion'" in text
 
 
 def test_a_gray_image_on_a_colour_specialist_names_the_ultrasound_models():

@@ -28,7 +28,7 @@ from .finetune_rules import (
     COLOUR_MIN_ITEMS, MIN_VAL_ITEMS, NO_VALIDATION, colour_config, colour_size, image_config, learns_colour,
     validation_fraction,
 )
-from .preprocess import WINDOWS, Preprocessing, looks_like_ct
+from .preprocess import WINDOWS, Preprocessing, colour_is_gray, looks_like_ct
 from .train import NothingToLearn, SliceSet, TrainConfig, TrainResult, build_slices, fit, sources_from_arrays, split
 
 __all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "preset_config", "summarise",
@@ -244,7 +244,10 @@ def prepare(model: torch.nn.Module, plan: PairPlan, config: TrainConfig, *, prep
         prep = replace(prep, window=WINDOWS["abdomen"])  # HU data: a window, kept in the new card
         yield Log("CT in Hounsfield units: training in the abdomen window (level 40, width 400); choose another "
                   "CT window in the Segment widget before fine-tuning to change it")
-    rgb = expand_rgb and prep.channels == 1 and any(p.rgb for p in plan.pairs)
+    colour = [p for p in plan.pairs if p.rgb]
+    rgb = expand_rgb and prep.channels == 1 and any(not colour_is_gray(p.image) for p in colour)
+    if colour and prep.channels == 1 and not rgb and expand_rgb:
+        yield Log("the colour images have equal red, green and blue (gray stored as colour): the model stays gray")
     if rgb:
         prep = replace(prep, channels=3, size=colour_size(config, len(plan.pairs), prep.size))
     yield Log(f"preparing {plan.describe()} at {prep.size}²")

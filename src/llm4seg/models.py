@@ -139,13 +139,16 @@ FINETUNE_STARTS = (("gray-start", "new gray modality: MRI, CT"), ("generalist", 
 def recommend(image: Any, rgb: bool = False) -> list[tuple[str, str]]:
     """Shipped models suited to ``image``, each with why, best first: CT in Hounsfield units → ``ct-liver``;
     colour → the RGB models by modality (``isic-lesion`` for dermoscopy, ``polyp`` for colonoscopy,
-    ``generalist`` otherwise); 8-bit gray → the ultrasound models (``busi-lesion``, ``thyroid``)."""
-    from .preprocess import looks_like_ct
+    ``generalist`` otherwise); 8-bit gray, or gray stored as colour → the ultrasound models (``busi-lesion``,
+    ``thyroid``)."""
+    from .preprocess import colour_is_gray, looks_like_ct
 
     names = {e.name for e in list_models()}
     arr = image if hasattr(image, "dtype") else None
     if arr is not None and looks_like_ct(arr) and "ct-liver" in names:
         return [("ct-liver", "the image looks like CT in Hounsfield units")]
+    if rgb and arr is not None and colour_is_gray(arr):
+        rgb = False  # equal red, green and blue: gray data
     if rgb:
         return [(name, f"RGB, for {what}") for name, what in COLOUR_MODELS if name in names]
     if arr is not None and arr.dtype == "uint8":

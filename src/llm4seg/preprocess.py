@@ -72,6 +72,20 @@ def looks_like_ct(array: np.ndarray) -> bool:
     return int(sample.min()) < -500
 
 
+def colour_is_gray(array: np.ndarray, *, tolerance: float = 0.01, allowed: float = 0.005) -> bool:
+    """A colour image (channels last) whose red, green and blue agree: gray data stored as RGB(A), as many
+    ultrasound and scanner exports are. Channels may differ by ``tolerance`` of the value range (compression),
+    and on at most ``allowed`` of the pixels (coloured markers, calipers, text)."""
+    arr = np.asarray(array)
+    if arr.ndim < 3 or arr.shape[-1] not in (3, 4) or arr.size == 0:
+        return False
+    rgb = arr[..., :3].reshape(-1, 3)
+    rgb = rgb[:: max(1, len(rgb) // 250_000)].astype(np.float32)
+    span = float(rgb.max() - rgb.min()) or 1.0
+    spread = rgb.max(axis=1) - rgb.min(axis=1)
+    return float(np.mean(spread > tolerance * span)) <= allowed
+
+
 def intensity_range(array: np.ndarray, prep: Preprocessing, window: tuple[float, float] | None = None) -> tuple[float, float]:
     """The (low, high) input values mapped to 0 and 1, computed once for a whole image or volume."""
     window = window if window is not None else prep.window
