@@ -28,6 +28,7 @@ from llm4seg.train.config import TRAIN_PARTS
 from ._qtutil import WARN_STYLE, choices
 from ._qtutil import row as _row
 
+AUTO, IN_USE = "auto", "in-use"  # the Starts-from choices besides the shipped starting points
 PART_TEXT = {"decoder": "decoder + head (fast)", "all": "whole network (but the LLM layer)"}
 PARTS = tuple((key, PART_TEXT[key]) for key in TRAIN_PARTS)  # (data, text) of the Train choices
 PRESET_TIPS = {
@@ -95,13 +96,16 @@ class OptionsPanel(QGroupBox):
         self.start = QComboBox()
         self.start.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.start.setMinimumContentsLength(16)  # long names never widen the panel
-        self.start.addItem("the model in use", None)
+        self.start.addItem("auto (by the data)", AUTO)
+        self.start.addItem("the model in use", IN_USE)
         for name, what in FINETUNE_STARTS:
             self.start.addItem(f"{name} ({what})", name)
         self.start.setToolTip("The weights fine-tuning starts from: the model of the Segment section (the default "
                               "checkpoint when it has none), or a shipped starting point for a modality no model "
-                              "was trained on. The model in use stays until 'Use now'. On 5 labelled MRI slices, "
-                              "gray-start reached Dice 0.75 where busi-lesion reached 0.56 (docs/finetuning.md).")
+                              "was trained on. The model in use stays until 'Use now'. 'auto' takes gray-start "
+                              "when an ultrasound model meets MRI or CT volumes, else the model in use: on 5 "
+                              "labelled MRI slices gray-start reached Dice 0.75 where busi-lesion reached 0.56 "
+                              "(docs/finetuning.md).")
         self.base = QLabel("")
         self.base.setWordWrap(True)
         self.base.setToolTip(self.start.toolTip())

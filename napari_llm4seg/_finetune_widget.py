@@ -20,14 +20,14 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 from llm4seg.device import is_oom
 from llm4seg.events import CancelToken, Failed, Log, Metric, Progress
 from llm4seg.finetune import PRESET_NAMES, FinetuneOutcome, PairPlan, TrainingPair, summarise
-from llm4seg.models import DEFAULT_NAME
+from llm4seg.models import DEFAULT_NAME, auto_start
 from llm4seg.train import NothingToLearn
 from llm4seg.train.config import TRAIN_PARTS
 
 from . import _workers
 from ._finetune_job import finetune_job, outcome_text, shipped_classes, snapshot_labels, start_hint
 from ._finetune_pairs import PairsPanel
-from ._finetune_panels import OptionsPanel, ResultPanel, RunPanel, VerticalScroll
+from ._finetune_panels import AUTO, IN_USE, OptionsPanel, ResultPanel, RunPanel, VerticalScroll
 from ._finetune_plot import TrainingPlot
 from ._finetune_result import ResultActions
 from ._layers import unwrap
@@ -118,11 +118,19 @@ class FineTuneWidget(ResultActions, QWidget):
         Segment widget's model, else the default (None: loaded by name when training starts)."""
         seg = find_segment_widget(self.viewer)
         chosen = self.options.start.currentData()
-        if chosen:
+        if chosen not in (AUTO, IN_USE):
             return None, chosen, seg
-        if seg is not None and seg.model is not None:
-            return seg.model, seg.model_name, seg
-        return None, DEFAULT_NAME, seg
+        model, name = (seg.model, seg.model_name) if seg is not None and seg.model is not None else (None, DEFAULT_NAME)
+        picked = self._auto_start(model) if chosen == AUTO else None
+        return (None, picked, seg) if picked else (model, name, seg)
+
+    def _auto_start(self, model: Any) -> str | None:
+        """The starting point *auto* takes instead of the model in use (see ``llm4seg.models.auto_start``)."""
+        try:
+            pairs = self.pairs_panel.training_pairs()
+        except Exception:  # noqa: BLE001 - unreadable layers: the plan reports them
+            return None
+        return auto_start(model.card.name if model is not None else DEFAULT_NAME, pairs)
 
     def _suggest_source(self) -> tuple[Any, TrainingPair, Any] | str:
         panel = self.pairs_panel
@@ -156,7 +164,10 @@ class FineTuneWidget(ResultActions, QWidget):
                     else f"{model.card.name} ({shown})")
             hint = start_hint(model.card.name, self.pairs_panel.training_pairs())
             self.options.base.setText(f"{text}. {hint}" if hint else text)
-        elif self.options.start.currentData():
+        elif self.options.start.currentData() == AUTO and name != DEFAULT_NAME:
+            self.options.base.setText(f"{name}: chosen for MRI/CT volumes, which fine-tune better from it than "
+                                      "from the ultrasound model in use (loaded when fine-tuning starts)")
+        elif self.options.start.currentData() not in (AUTO, IN_USE):
             self.options.base.setText(f"{name} (loaded when fine-tuning starts; the Segment section keeps its model)")
         else:
             loading = seg is not None and seg.busy
@@ -194,7 +205,7 @@ class FineTuneWidget(ResultActions, QWidget):
         if self.busy:
             return False
         model, name, seg = self.base_model()
-        if model is None and not self.options.start.currentData() and seg is not None and seg.busy:
+        if model is None and name == DEFAULT_NAME and seg is not None and seg.busy:
             return self._refuse("the Segment widget is still loading its checkpoint; try again when it is ready")
         plan = self.plan()
         if not plan.ok:

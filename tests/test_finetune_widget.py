@@ -246,7 +246,7 @@ def test_start_from_a_shipped_starting_point(make_widgets, qtbot, monkeypatch):
     start, asked = small_model(seed=3), []
     monkeypatch.setattr(_workers, "load_job", lambda name: asked.append(name) or start)
     add_pairs(viewer, 2)
-    assert ft.options.start.currentData() is None and ft.options.base.text() == "tiny0 (default)"
+    assert ft.options.start.currentData() == "auto" and ft.options.base.text() == "tiny0 (default)"
     ft.options.start.setCurrentIndex(ft.options.start.findData("gray-start"))
     assert ft.options.base.text().startswith("gray-start (loaded when fine-tuning starts")
     set_steps(ft, 2)
@@ -255,6 +255,42 @@ def test_start_from_a_shipped_starting_point(make_widgets, qtbot, monkeypatch):
     assert asked == ["gray-start"] and outcome.base_card.name == "tiny3" and outcome.result.steps == 2
     assert outcome.model.card.training["base_checkpoint"] == "gray-start" and seg.model is in_use
     assert ft.settings.get("options/start", None) == "gray-start"
+
+
+def test_auto_starts_mri_volumes_from_gray_start_and_keeps_the_model_otherwise(make_widgets, qtbot, monkeypatch):
+    us = small_model(seed=2)
+    us.card.name = "busi-lesion"  # a shipped ultrasound model in use
+    viewer, seg, ft = make_widgets(us)
+    start, asked = small_model(seed=3), []
+    monkeypatch.setattr(_workers, "load_job", lambda name: asked.append(name) or start)
+    add_pairs(viewer, 2)  # 8-bit images: the model in use
+    ft.refresh()
+    assert ft.base_model()[0] is us and ft.options.base.text() == "busi-lesion (default)"
+    vol = np.stack([disk_image(48, 48, seed=i)[0] for i in range(6)]).astype(np.float32) * 300.0  # MRI-like
+    mask = np.stack([disk_image(48, 48, seed=i)[1] for i in range(6)]).astype(np.uint8)
+    mask[1:5] = 0  # two labelled slices
+    viewer.add_image(vol, name="mr")
+    viewer.add_labels(mask, name="mr labels")
+    ft.refresh()
+    assert ft.base_model()[:2] == (None, "gray-start") and ft.options.base.text().startswith("gray-start: chosen for MRI/CT")
+    set_steps(ft, 2)
+    train(qtbot, ft)
+    assert asked == ["gray-start"] and ft.outcome.model.card.training["base_checkpoint"] == "gray-start"
+    ft.options.start.setCurrentIndex(ft.options.start.findData("in-use"))  # the user's choice wins
+    assert ft.base_model()[0] is us and "gray-start starting point usually" in ft.options.base.text()
+
+
+def test_auto_start_rule():
+    from llm4seg.models import auto_start
+
+    mr = TrainingPair(np.zeros((4, 8, 8), np.float32), np.zeros((4, 8, 8), np.uint8), "mr")
+    ct = TrainingPair(np.zeros((4, 8, 8), np.int16), np.zeros((4, 8, 8), np.uint8), "ct")
+    cine = TrainingPair(np.zeros((4, 8, 8), np.uint8), np.zeros((4, 8, 8), np.uint8), "us cine")
+    image = TrainingPair(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.uint8), "us")
+    assert auto_start("busi-lesion", [image, mr]) == auto_start("default", [ct]) == "gray-start"
+    assert auto_start("thyroid", [mr]) == "gray-start"
+    assert auto_start("busi-lesion", [cine]) is None and auto_start("busi-lesion", [image]) is None
+    assert auto_start("ct-liver", [ct]) is None and auto_start("busi-lesion-finetuned", [mr]) is None
 
 
 def test_gray_volumes_on_an_ultrasound_model_get_the_gray_start_hint():
