@@ -100,7 +100,7 @@ def test_integer_label_images(tmp_path):
     assert set(ds.labels.unique().tolist()) == {0, 1, 2}
 
 
-def test_bmp_pairs_are_found_like_png(tmp_path):
+def test_bmp_pairs_with_suffixed_mask_names_are_found_like_png(tmp_path):
     import imageio.v3 as iio
 
     root = tmp_path / "d"
@@ -109,7 +109,7 @@ def test_bmp_pairs_are_found_like_png(tmp_path):
     for i in range(2):
         img, mask = disk_image(32, 32, seed=i)
         iio.imwrite(root / "images" / f"IMD{i}.bmp", img)
-        iio.imwrite(root / "masks" / f"IMD{i}.bmp", (mask * 255).astype(np.uint8))
+        iio.imwrite(root / "masks" / f"IMD{i}_lesion.bmp", (mask * 255).astype(np.uint8))  # PH2's names
     sources, names = find_sources(root)
     assert [s.name for s in sources] == ["IMD0", "IMD1"] and names == ["background", "foreground"]
     image, labels = sources[0].load()

@@ -27,7 +27,7 @@ from ..io import NIFTI_EXTS, RASTER_EXTS, TIFF_EXTS
 __all__ = ["Source", "ClassSpec", "find_sources", "sources_from_arrays", "parse_classes", "read_array"]
 
 IMAGE_EXTS = RASTER_EXTS + TIFF_EXTS
-LABEL_SUFFIXES = ("_labels", "_label", "_seg", "_mask")
+LABEL_SUFFIXES = ("_labels", "_label", "_seg", "_mask", "_segmentation", "_lesion", "_gt")
 
 
 @dataclass
@@ -165,6 +165,18 @@ def _files(folder: Path, exts: Sequence[str]) -> dict[str, Path]:
     return {_strip_ext(p.name): p for p in sorted(folder.iterdir()) if p.is_file() and p.name.lower().endswith(tuple(exts))}
 
 
+def _mask_files(folder: Path) -> dict[str, Path]:
+    """Mask or label images of ``folder`` by the image name they belong to: ``<name>.png`` or, as ISIC, PH2 and
+    BUSI name them, ``<name>_segmentation.png``, ``<name>_lesion.bmp``, ``<name>_mask.png`` (see LABEL_SUFFIXES)."""
+    files = _files(folder, IMAGE_EXTS)
+    out = dict(files)
+    for stem, path in files.items():
+        suffix = next((x for x in LABEL_SUFFIXES if stem.lower().endswith(x)), None)
+        if suffix is not None:
+            out.setdefault(stem[: -len(suffix)], path)
+    return out
+
+
 def _binary(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.ndim == 3:
@@ -274,7 +286,7 @@ def _folder_sources(root: Path, list_file, classes) -> tuple[list[Source], list[
         raise FileNotFoundError(f"{root}/images has no image for {len(missing)} listed name(s), e.g. {missing[0]!r}")
     labels_dir, masks_dir = root / "labels", root / "masks"
     if labels_dir.is_dir():
-        label_files = _files(labels_dir, IMAGE_EXTS)
+        label_files = _mask_files(labels_dir)
         values: set[int] = set()
         for n in names[:50]:
             if n in label_files:
@@ -297,7 +309,7 @@ def _folder_sources(root: Path, list_file, classes) -> tuple[list[Source], list[
         if not ks:
             raise FileNotFoundError(f"{masks_dir} has no masks: put binary masks in masks/<name>.png, or one "
                                     "folder per class in masks/0/<name>.png, masks/1/<name>.png, ...")
-        mask_files = [_files(d, IMAGE_EXTS) for d in ks]
+        mask_files = [_mask_files(d) for d in ks]
         known = known_classes(root) or ({1: "foreground"} if len(ks) == 1 else
                                         {int(d.name) + 1: f"class {int(d.name) + 1}" for d in ks})
         spec = parse_classes(classes, known)
