@@ -318,7 +318,7 @@ def test_image_and_model_of_different_modalities_warn(make_widget, qtbot, notes)
     assert widget.run()
     wait_idle(qtbot, widget)
     assert [t for level, t in notes() if level == "warning" and "'ct' looks like CT" in t and "'ct-liver'" in t]
-    viewer.add_image(np.stack([img.astype(np.uint8)] * 3, axis=-1), name="colour", rgb=True)
+    viewer.add_image(np.stack([img, img // 2, 255 - img], axis=-1).astype(np.uint8), name="colour", rgb=True)
     assert widget.run()
     wait_idle(qtbot, widget)
     assert [t for level, t in notes() if level == "warning" and "'colour' is a colour image" in t and "gray" in t
