@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 
 from llm4seg.device import is_oom
-from llm4seg.models import COLOUR_MODELS, recommend
+from llm4seg.models import COLOUR_MODELS, GRAY_MODELS, recommend
 from llm4seg.oom import OutOfMemory
 from llm4seg.preprocess import colour_is_gray, looks_like_ct
 
@@ -91,6 +91,11 @@ def modality_hint(source: str, image: Any, card: Any, window: Any, rgb: bool = F
         return (f"LLM4Seg: {source!r} looks like CT (Hounsfield units), but the model {card.name!r} was not trained "
                 "on CT (its card has no CT window), so expect a poor mask. Choose a CT model such as 'ct-liver' in "
                 "the Model box, or fine-tune this one on a few labelled slices.")
+    if (not rgb and image.ndim == 3 and image.dtype != np.uint8 and not trained_on_ct and window is None
+            and card.name in dict(GRAY_MODELS)):
+        return (f"LLM4Seg: {source!r} is a volume of more than 8 bits (MRI?), but {card.name!r} was trained on "
+                "ultrasound images, so expect a poor mask. No shipped model segments MRI: label the structure on "
+                "about 5 slices and fine-tune (the Fine-tune tab starts such volumes from 'gray-start').")
     if trained_on_ct and image.dtype == np.uint8:
         return (f"LLM4Seg: the model {card.name!r} was trained on CT in Hounsfield units, but {source!r} is an 8-bit "
                 "image, so expect a poor mask. Choose a model trained on this kind of image (e.g. 'busi-lesion' "

@@ -132,3 +132,16 @@ def test_card_brief_gives_one_score_per_data_set():
     rows = dict(card_brief(models.load_model("polyp", device="cpu").card))
     assert rows["input"] == "RGB, 256×256" and rows["classes"] == "polyp"
     assert rows["scores"].count("(validation)") == 1 and "(colondb)" in rows["scores"]
+
+
+def test_an_mri_volume_on_an_ultrasound_model_points_to_fine_tuning():
+    from llm4seg.checkpoint import ModelCard
+    from llm4seg.preprocess import Preprocessing
+    from napari_llm4seg._segment_messages import modality_hint
+
+    busi = ModelCard(name="busi-lesion", classes=["background", "lesion"], preprocessing=Preprocessing().to_dict())
+    mr = np.random.default_rng(0).normal(300, 50, (6, 32, 32)).astype(np.float32)
+    text = modality_hint("mr", mr, busi, None)
+    assert "'mr' is a volume of more than 8 bits" in text and "'gray-start'" in text
+    assert modality_hint("cine", mr.astype(np.uint8), busi, None) is None  # 8-bit stacks: ultrasound cine loops
+    assert modality_hint("mr", mr[0], busi, None) is None  # one 2D image: nothing to say
