@@ -2,7 +2,7 @@
 
     python -m benchmarks.fewshot --quick                    # the short form (about 5-10 min on 2 CPU cores)
     python -m benchmarks.fewshot [--tasks isic colondb liver hippocampus ...] [--k 1 3 5 10 20]
-                                 [--bases default generalist scratch] [--preset quick] [--seeds 0 1 2]
+                                 [--bases auto default generalist scratch] [--preset quick] [--seeds 0 1 2]
                                  [--set lr=2e-3 --set steps=150] [--blend 0.5 0.75] [--post largest fill]
                                  [--size 256] [--tta off] [--json out.json]
 
@@ -11,7 +11,8 @@ or k slices spread over the structure (3D), fine-tune with :func:`llm4seg.finetu
 code, its defaults unless ``--set`` overrides the preset), segment with :func:`llm4seg.infer.segment`
 and score Dice and IoU on every item of the eval set (2D: per-image mean over a fixed, disjoint set)
 or on all other slices of the volume (3D: pooled). k = 0 is the base without fine-tuning. ``scratch`` is
-a new network (no pre-trained CNN weights) trained with the same preset at the same budget.
+a new network (no pre-trained CNN weights) trained with the same preset at the same budget; ``auto`` (the
+default) is the start the Fine-tune widget takes with the default model in use (``gray-start`` for volumes).
 ``--blend A`` also scores each fine-tuned model blended back toward its base (``llm4seg.adapt.blend_weights``,
 rows ``<base> blend A``) without training again. ``--post largest fill`` also scores the same masks after the Segment
 widget's clean-up (largest component per class, holes filled; in 3D on a volume, per image in 2D), rows
@@ -44,8 +45,18 @@ from llm4seg.preprocess import Preprocessing
 
 from .fewshot_tasks import Task, pick_items, pick_slices, tasks
 
-QUICK = dict(tasks=["liver", "isic", "colondb", "hippocampus"], k=[5, 10], bases=["default"], seeds=[0], n_eval=60)
+QUICK = dict(tasks=["liver", "isic", "colondb", "hippocampus"], k=[5, 10], bases=["auto"], seeds=[0], n_eval=60)
 TASK_K = {"liver": 5, "hippocampus": 5, "portal_vein": 5, "bone": 5}  # --quick: one k per task
+
+
+def widget_start(task: Task) -> str:
+    """The base the Fine-tune widget's *auto* start takes for ``task`` with the default model in use
+    (:func:`llm4seg.models.auto_start`: ``gray-start`` for volumes, else ``default``)."""
+    from llm4seg.models import DEFAULT_NAME, auto_start
+
+    shape = (2, 2, 2) if task.kind == "3d" else (2, 2)
+    pair = TrainingPair(np.zeros(shape, np.uint8), np.zeros(shape, np.uint8), task.name)
+    return auto_start(DEFAULT_NAME, [pair]) or DEFAULT_NAME
 
 
 def load_base(name: str, rgb: bool) -> torch.nn.Module:
@@ -274,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     defaults = QUICK if args.quick else dict(tasks=["liver", "isic", "colondb", "hippocampus"], k=[1, 3, 5, 10, 20],
-                                              bases=["default"], seeds=[0, 1, 2], n_eval=200)
+                                              bases=["auto"], seeds=[0, 1, 2], n_eval=200)
     sel = {key: getattr(args, key) or defaults[key] for key in ("tasks", "k", "bases", "seeds")}
     n_eval = args.n_eval or defaults["n_eval"]
     overrides = _overrides(args.set)
@@ -287,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         ks = [TASK_K.get(name, 10)] if args.quick and not args.k else sel["k"]
         evalset = [task.load(n) for n in task.eval] if task.kind == "2d" else []  # read once for every base
         volumes = task.volumes() if task.kind == "3d" else []
-        for base in sel["bases"]:
+        for base in (widget_start(task) if b == "auto" else b for b in sel["bases"]):
             if task.kind == "2d":
                 rows += run_2d(task, base, ks, sel["seeds"], args.preset, overrides, evalset, opts)
             else:

@@ -91,3 +91,11 @@ def test_error_table_splits_the_mistakes_by_where_they_are():
     pred[7, :2, :] = 1  # 8 false voxels beyond, on an empty slice
     assert error_table(pred, mask, [2, 4]) == {"inside": {"fp": 0, "fn": 1}, "beyond": {"fp": 9, "fn": 0},
                                                "empty": {"fp": 8, "fn": 0}}
+
+
+def test_auto_base_is_the_widgets_start():
+    from benchmarks.fewshot import widget_start
+    from benchmarks.fewshot_tasks import Task
+
+    assert widget_start(Task("hippocampus", "3d", True, "MRI")) == "gray-start"
+    assert widget_start(Task("isic", "2d", False, "dermoscopy")) == "default"

@@ -285,11 +285,11 @@ def test_auto_start_rule():
 
     mr = TrainingPair(np.zeros((4, 8, 8), np.float32), np.zeros((4, 8, 8), np.uint8), "mr")
     ct = TrainingPair(np.zeros((4, 8, 8), np.int16), np.zeros((4, 8, 8), np.uint8), "ct")
-    cine = TrainingPair(np.zeros((4, 8, 8), np.uint8), np.zeros((4, 8, 8), np.uint8), "us cine")
+    mr8 = TrainingPair(np.zeros((4, 8, 8), np.uint8), np.zeros((4, 8, 8), np.uint8), "mr 8-bit")
     image = TrainingPair(np.zeros((8, 8), np.float32), np.zeros((8, 8), np.uint8), "us")
     assert auto_start("busi-lesion", [image, mr]) == auto_start("default", [ct]) == "gray-start"
-    assert auto_start("thyroid", [mr]) == "gray-start"
-    assert auto_start("busi-lesion", [cine]) is None and auto_start("busi-lesion", [image]) is None
+    assert auto_start("thyroid", [mr8]) == "gray-start"
+    assert auto_start("busi-lesion", [image]) is None
     assert auto_start("ct-liver", [ct]) is None and auto_start("busi-lesion-finetuned", [mr]) is None
 
 

@@ -140,17 +140,14 @@ FINETUNE_STARTS = (("gray-start", "new gray modality: MRI, CT"), ("generalist", 
 def auto_start(model_name: str, pairs: Sequence[Any]) -> str | None:
     """The shipped starting point fine-tuning takes instead of ``model_name`` when the Fine-tune widget's start
     is *auto*, or None to start from ``model_name``: ``gray-start`` when a shipped ultrasound model (or the
-    default) meets gray volumes of more than 8 bits (MRI, CT). Measured on 5 slices, three seeds: hippocampus MRI
-    0.754 from gray-start vs 0.562 from busi-lesion, CT liver 0.885 vs 0.869 (docs/finetuning.md). 8-bit stacks
-    (ultrasound cine loops) keep the ultrasound model; fine-tuned models are always kept (a second round goes on
-    from the first)."""
+    default) meets gray volumes (MRI, CT). Measured on 5 slices, three seeds: hippocampus MRI 0.754 from
+    gray-start vs 0.562 from busi-lesion, CT liver 0.885 vs 0.869 (docs/finetuning.md). Fine-tuned models are
+    always kept (a second round goes on from the first)."""
     entry = default_entry() if model_name == DEFAULT_NAME else None
     name = entry.name if entry is not None else model_name
     if name not in dict(GRAY_MODELS) or find_entry("gray-start") is None:
         return None
-    deep = any(np.ndim(p.labels) == 3 and not p.rgb and getattr(p.image, "dtype", np.uint8) != np.uint8
-               for p in pairs)
-    return "gray-start" if deep else None
+    return "gray-start" if any(np.ndim(p.labels) == 3 and not p.rgb for p in pairs) else None
 
 
 def recommend(image: Any, rgb: bool = False) -> list[tuple[str, str]]:
