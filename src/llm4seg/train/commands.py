@@ -23,7 +23,8 @@ class UsageError(ValueError):
 def register(subparsers: Any) -> None:
     """Add the ``train`` and ``evaluate`` subcommands to the ``llm4seg`` parser."""
     p = subparsers.add_parser("train", help="train or fine-tune a model on labelled images or volumes")
-    p.add_argument("data", help="data folder: images/ + masks/0/ (PNG), images/ + labels/ (NIfTI), or NIfTI pairs")
+    p.add_argument("data", help="data folder: images/ + masks/ (or masks/0/, masks/1/ per class), images/ + "
+                   "labels/ (label images or NIfTI), or NIfTI pairs")
     p.add_argument("--out", "-o", help="checkpoint to write (.safetensors); the training state goes next to it")
     llm = p.add_mutually_exclusive_group()
     llm.add_argument("--llm", default=None, help="frozen LLM layer descriptor (default smollm2-135m:15)")

@@ -5,9 +5,11 @@ A :class:`Source` is one image (2D) or one volume with its integer label map (0 
 
 Folder layouts understood by :func:`find_sources`:
 
-* ``images/<name>.<png|jpg|tif>`` + ``masks/0/<name>.png`` (the paper's layout; binary masks
+* ``images/<name>.<png|jpg|bmp|tif>`` + ``masks/0/<name>.png`` (the paper's layout; binary masks
   {0, 255} or {0, 1} → {0, 1}); ``masks/<k>/`` for several classes (class k+1; later classes win
-  where masks overlap); or ``labels/<name>.png`` holding integer label images. An optional list file
+  where masks overlap); ``masks/<name>.png`` for one class (the Kvasir-SEG layout); or ``labels/<name>.png``
+  holding integer label images. Mask names may carry a suffix (``<name>_segmentation.png``, ``_lesion``,
+  ``_mask``, …: LABEL_SUFFIXES). An optional list file
   (``<dir>/*_train.txt``/``list.txt`` or ``list_file=``) restricts the names, one per line.
 * NIfTI: ``images/<name>.nii.gz`` + ``labels/<name>.nii.gz`` (or ``masks/``), or files side by side
   where the label file is ``labels.nii.gz`` (next to one image) or ``<stem>_label(s)|_seg|_mask.nii.gz``.
@@ -230,7 +232,8 @@ def find_sources(
         pairs = _pair_side_by_side(root, niftis)
         return _nifti_sources(root, pairs, classes, only_labelled, z_range)
     raise FileNotFoundError(
-        f"{root}: no training data found: expected images/ + masks/0/ (PNG), images/ + labels/ (NIfTI), "
+        f"{root}: no training data found: expected images/ + masks/ (binary masks, or masks/0/, masks/1/ per "
+        "class), images/ + labels/ (label images or NIfTI), "
         "or NIfTI files with labels next to them (e.g. ct.nii.gz + labels.nii.gz)"
     )
 
