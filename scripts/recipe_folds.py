@@ -5,8 +5,10 @@
 
 Every recipe trains the shipped architecture (CMUNeXt + the frozen SmolLM2 layer, from the same CNN start per
 fold) on the same ``--folds`` folds of the 452 BUSI pairs as ``scripts/ablation_folds.py`` (same seeded split),
-for the same wall-clock budget: a short probe times the recipe's steps on this machine and its schedule is
-sized to ``--minutes``, so a 256² recipe gets about a quarter of the steps of a 128² one. The *last* weights
+for the same wall-clock budget: short probes, run back to back before any training, time each recipe's steps on
+this machine and size its schedule to ``--minutes`` (a 256² recipe gets about a quarter of the steps of a 128²
+one); the counts are kept in ``<out>/steps.json`` and reused by every fold and session, so a machine whose speed
+drifts between runs does not hand one recipe more steps than another. The *last* weights
 are scored on every held-out image at native size (nothing is chosen on the reported fold). Each (recipe, fold)
 writes ``<out>/<recipe>-fold<k>.json`` and is skipped when it exists, so an interrupted study continues with
 the same command. ``report`` prints mean ± sd over folds and the paired per-image difference to the paper's
@@ -16,6 +18,7 @@ the number of steps).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -77,32 +80,60 @@ def seconds_per_step(recipe: str, train, model_config, seed: int, threads: int) 
     return (ends[-1] - ends[0]) / (len(ends) - 1)
 
 
-def run_one(recipe: str, fold: int, folds: list[list[str]], args: argparse.Namespace) -> dict:
+def fold_data(recipe: str, fold: int, folds: list[list[str]], args: argparse.Namespace) -> tuple:
+    """(sources, held-out names, preprocessing, training slices) of ``fold`` at ``recipe``'s input size."""
     import torch
 
-    from llm4seg.events import CancelToken, run_to_end
-    from llm4seg.llm import DEFAULT_LLM
-    from llm4seg.model import ModelConfig, build_model
     from llm4seg.preprocess import Preprocessing
-    from llm4seg.train import build_slices, fit
+    from llm4seg.train import build_slices
     from llm4seg.train.sources import find_sources
 
     torch.set_num_threads(args.threads)
     sources, classes = find_sources(args.data)
     held = set(folds[fold])
-    size = RECIPES[recipe][0]
-    prep = Preprocessing(size=size)
-    train = build_slices([s for s in sources if s.name not in held], prep, classes)
+    prep = Preprocessing(size=RECIPES[recipe][0])
+    return sources, held, prep, build_slices([s for s in sources if s.name not in held], prep, classes)
+
+
+def budgets(recipes: list[str], fold: int, folds: list[list[str]], args: argparse.Namespace) -> dict:
+    """Steps per recipe for ``--minutes``: read from ``<out>/steps.json``, else probed now **back to back** (every
+    recipe timed at the same machine speed) and stored there, so every fold and every later session trains the
+    same number of steps."""
+    from llm4seg.llm import DEFAULT_LLM
+    from llm4seg.model import ModelConfig
+
+    path = args.out / "steps.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    if any(v["minutes"] != args.minutes for v in known.values()):
+        raise SystemExit(f"{path} holds step counts for another --minutes; use another --out or the same budget")
+    for recipe in (r for r in recipes if r not in known):
+        train = fold_data(recipe, fold, folds, args)[3]
+        per_step = seconds_per_step(recipe, train, ModelConfig(llm=DEFAULT_LLM), args.seed + fold, args.threads)
+        known[recipe] = {"minutes": args.minutes, "probe_s_per_step": round(per_step, 4),
+                         "steps": max(10, int(args.minutes * 60 / per_step))}
+        print(f"{recipe}: {per_step:.3f} s per step → {known[recipe]['steps']} steps", flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(known, indent=1))
+    return known
+
+
+def run_one(recipe: str, fold: int, folds: list[list[str]], args: argparse.Namespace) -> dict:
+    from llm4seg.events import CancelToken, run_to_end
+    from llm4seg.llm import DEFAULT_LLM
+    from llm4seg.model import ModelConfig, build_model
+    from llm4seg.train import fit
+
+    sources, held, prep, train = fold_data(recipe, fold, folds, args)
     config = ModelConfig(llm=DEFAULT_LLM)
     seed = args.seed + fold
-    per_step = None if args.steps else seconds_per_step(recipe, train, config, seed, args.threads)
-    steps = args.steps or max(10, int(args.minutes * 60 / per_step))
+    per_step = None if args.steps else args.budget[recipe]["probe_s_per_step"]
+    steps = args.steps or args.budget[recipe]["steps"]
     model = build_model(config, seed=seed)
     t0 = time.perf_counter()
     result = run_to_end(fit(model, train, None, train_config(recipe, steps, seed, args.threads), CancelToken()),
                         lambda e: None)
     seconds = time.perf_counter() - t0
-    return {"arm": recipe, "fold": fold, "steps": steps, "seconds": round(seconds, 1), "size": size,
+    return {"arm": recipe, "fold": fold, "steps": steps, "seconds": round(seconds, 1), "size": prep.size,
             "probe_s_per_step": per_step and round(per_step, 4), "seed": seed,
             "images": score_held_out(result.model, sources, held, prep)}
 
@@ -140,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     sources, _ = find_sources(args.data)
     folds = folds_of([s.name for s in sources], 3, args.seed)  # the ablation's folds: the first --folds of them
     which = [k for k in range(min(args.folds, 3)) if args.only_folds is None or k in args.only_folds]
+    todo = [r for r in args.recipes if any(not (args.out / f"{r}-fold{k}.json").exists() for k in which)]
+    args.budget = {} if args.steps or not todo or not which else budgets(todo, which[0], folds, args)
     run_missing(run_one, args.recipes, which, folds, args)
     return 0
 

@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from test_train_data import make_folder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +42,19 @@ def test_a_time_budget_sets_the_number_of_steps(tmp_path):
     assert recipes.main(argv) == 0
     run = json.loads((out / "adamw-2e-3-b4-fold0.json").read_text())
     assert run["steps"] == 10 and run["probe_s_per_step"] > 0  # 0.06 s buys fewer than the 10-step floor
+    budget = json.loads((out / "steps.json").read_text())
+    assert budget["adamw-2e-3-b4"]["steps"] == 10 and budget["adamw-2e-3-b4"]["minutes"] == 0.001
+    budget["adamw-2e-3-b4"]["steps"] = 12  # the stored count is what later folds and sessions train
+    (out / "steps.json").write_text(json.dumps(budget))
+
+    def fold(k: int, minutes: str = "0.001") -> list[str]:
+        return ["run", "--data", str(data), "--out", str(out), "--folds", "3", "--only-folds", str(k),
+                "--minutes", minutes, "--recipes", "adamw-2e-3-b4", "--threads", "1"]
+
+    assert recipes.main(fold(1)) == 0
+    assert json.loads((out / "adamw-2e-3-b4-fold1.json").read_text())["steps"] == 12
+    with pytest.raises(SystemExit, match="another --minutes"):
+        recipes.main(fold(2, "0.002"))
     config = recipes.train_config("adamw-2e-3-b4", 50, 0, 1)
     assert config.batch_size == 4 and config.warmup_steps == 5 and config.select == "last"
 
