@@ -55,10 +55,10 @@ def _output_path(src: Path, out_dir: Path, fmt: str, ndim_spatial: int) -> Path:
     else:
         src_ext = ""  # DICOM folder
     if fmt == "auto":
-        if src_ext in (".nii.gz", ".nii", ".dcm", "") or ndim_spatial == 3:
+        if src_ext in (*NIFTI_EXTS, ".dcm", "") or ndim_spatial == 3:
             fmt = "nii.gz"
         else:
-            fmt = "tif" if src_ext in (".tif", ".tiff") else "png"
+            fmt = "tif" if src_ext in TIFF_EXTS else "png"
     if fmt == "png" and ndim_spatial == 3:
         raise CLIError(f"{src}: a volume cannot be written as PNG; use --format nii.gz or tif")
     return out_dir / f"{name}_labels.{fmt}"
