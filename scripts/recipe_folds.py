@@ -1,7 +1,7 @@
 """Which training recipe gives the best BUSI model for a fixed CPU budget? Paired, cross-validated.
 
     python scripts/recipe_folds.py run --out runs/recipes [--folds 2] [--minutes 40] [--recipes ...]
-    python scripts/recipe_folds.py report runs/recipes [--svg docs/images/recipes.svg]
+    python scripts/recipe_folds.py report runs/recipes [--svg docs/images/recipes.svg] [--recipes ...]
 
 Every recipe trains the shipped architecture (CMUNeXt + the frozen SmolLM2 layer, from the same CNN start per
 fold) on the same ``--folds`` folds of the 452 BUSI pairs as ``scripts/ablation_folds.py`` (same seeded split),
@@ -156,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("folder", type=Path)
     q.add_argument("--metric", choices=("iou", "dice"), default="iou")
     q.add_argument("--svg", type=Path)
+    q.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES),
+                   help="only these (the table pools the folds that all of them have)")
     args = ap.parse_args(argv)
-    names = tuple(RECIPES)
     if args.command == "report":
+        names = tuple(r for r in RECIPES if r in args.recipes)
         text, _ = report(args.folder, args.metric, names, LABELS, reference="paper-sgd")
         print(text)
         if args.svg:
