@@ -7,7 +7,7 @@ import torch
 
 from _factories import disk_image, one_thread, tiny_model, trained_tiny  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
-from llm4seg.crosscheck import MARGIN, MIN_ITEMS, CheckResult, fold_items
+from llm4seg.crosscheck import MARGIN, MIN_ITEMS, SMALL_FOLDS, CheckResult, check_folds, fold_items
 from llm4seg.events import Log, Progress, run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.preprocess import Preprocessing
@@ -41,6 +41,21 @@ def test_fold_items_deals_sources_then_slices_along_z():
     one = _slices([TrainingPair(volume, labels, "v")])   # 6 labelled slices of one volume
     assert len(one) == 6 and fold_items(one, 2, min_items=2) == [[0, 2, 4], [1, 3, 5]]
     assert fold_items(one.subset([0]), 2, min_items=0) == []
+
+
+def test_a_few_separate_images_are_checked_in_thirds_slices_of_a_volume_are_not():
+    img, mask = disk_image(32, 32)
+    images = _slices([TrainingPair(img, mask, f"p{i}") for i in range(5)])
+    assert check_folds(images, 2) == 0                                    # the default: from MIN_ITEMS on
+    assert check_folds(images, 2, min_images=3) == SMALL_FOLDS == 3
+    assert fold_items(images, SMALL_FOLDS, min_items=0) == [[0, 1], [2, 3], [4]]
+    assert check_folds(images.subset([0, 1]), 2, min_images=3) == 0     # two images: nothing to check with
+    assert check_folds(images.subset([0, 1, 2]), 2, min_images=3) == 3  # leave one out
+    eight = _slices([TrainingPair(img, mask, f"p{i}") for i in range(MIN_ITEMS)])
+    assert check_folds(eight, 2, min_images=3) == 2
+    volume = np.stack([img] * 6)
+    one = _slices([TrainingPair(volume, np.stack([mask] * 6), "v")])
+    assert check_folds(one, 2, min_images=3) == 0                        # 6 slices of one volume: no check
 
 
 

@@ -332,8 +332,11 @@ def _check_start(model: torch.nn.Module, data: SliceSet, config: TrainConfig,
     check = yield from cross_check(model, data, config, config.crosscheck, cancel)
     if check is None:
         if not is_cancelled(cancel):
-            yield Log(f"fewer than {max(MIN_ITEMS, config.crosscheck)} labelled images/slices: fine-tuning without "
-                      "checking it against the start (halves of so few items say little)")
+            fewest = max(MIN_ITEMS, config.crosscheck)
+            what = (f"{fewest} labelled slices of a volume or {config.crosscheck_images} separate images"
+                    if config.crosscheck_images < fewest else f"{fewest} labelled images/slices")
+            yield Log(f"fewer than {what}: fine-tuning without checking it against the start (folds of so few "
+                      "items say little)")
         return None
     if check.keep_start:
         yield Log(f"{check.describe()}: fine-tuning made held-out items worse, so the model you started from is "

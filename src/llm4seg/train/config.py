@@ -42,7 +42,8 @@ class TrainConfig:
     (``llm4seg.adapt.blend_weights``); 1 keeps the trained weights.
     ``crosscheck`` (fine-tuning): with k >= 2 folds, first check on the labelled items whether fine-tuning
     beats the start on items it did not train on (``llm4seg.crosscheck``), and keep the start when it does
-    not; 0 trains without the check.
+    not; 0 trains without the check. ``crosscheck_images``: below ``llm4seg.crosscheck.MIN_ITEMS`` labelled
+    items, the fewest separate 2D images the check runs on (with ``SMALL_FOLDS`` folds); volumes need MIN_ITEMS.
     ``learn_colour`` (fine-tuning): when a 1-channel model is expanded to take colour images and ``train`` is
     ``"decoder"``, the whole network trains instead (no cached features or crops; flips + rot90), since a
     frozen encoder cannot learn to use colour (:func:`llm4seg.finetune.colour_config`). ``colour_size``: then
@@ -80,6 +81,7 @@ class TrainConfig:
     recalibrate_bn: bool = False
     blend: float = 1.0
     crosscheck: int = 0
+    crosscheck_images: int = 8
     learn_colour: bool = False
     augment_images: bool = False
     colour_size: int | None = None
