@@ -158,13 +158,14 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--svg", type=Path)
     q.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES),
                    help="only these (the table pools the folds that all of them have)")
+    q.add_argument("--reference", choices=list(RECIPES), default="paper-sgd", help="the differences are to this one")
     args = ap.parse_args(argv)
     if args.command == "report":
         names = tuple(r for r in RECIPES if r in args.recipes)
-        text, _ = report(args.folder, args.metric, names, LABELS, reference="paper-sgd")
+        text, _ = report(args.folder, args.metric, names, LABELS, reference=args.reference)
         print(text)
         if args.svg:
-            plot(args.folder, args.svg, args.metric, names, {n: n for n in names}, reference="paper-sgd",
+            plot(args.folder, args.svg, args.metric, names, {n: n for n in names}, reference=args.reference,
                  title="BUSI recipe study, equal CPU time per run")
             print(f"wrote {args.svg}")
         return 0
