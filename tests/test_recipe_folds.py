@@ -34,6 +34,8 @@ def test_recipes_train_on_the_same_folds_and_report_against_the_paper(tmp_path, 
     assert "<svg" in (tmp_path / "r.svg").read_text()
     assert recipes.main(["report", str(out), "--recipes", "paper-sgd"]) == 0
     assert "AdamW 2e-3" not in capsys.readouterr().out
+    assert recipes.main(["report", str(out), "--reference", "adamw-2e-3"]) == 0
+    assert "Δ vs adamw-2e-3" in capsys.readouterr().out
 
 
 def test_a_time_budget_sets_the_number_of_steps(tmp_path):
