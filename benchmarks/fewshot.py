@@ -93,6 +93,8 @@ def check_note(outcome) -> str:
     c = outcome.check
     if c is None:
         return ""
+    if not c.ran:
+        return f"; no check (start {c.start_dice:.3f} on the labelled items)"
     return f"; check {c.start_dice:.3f} → {c.finetuned_dice:.3f}{', start kept' if c.keep_start else ''}"
 
 

@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from llm4seg.crosscheck import CHECK_FOLDS, MARGIN, MIN_ITEMS
+from llm4seg.crosscheck import CHECK_FOLDS, MARGIN, MIN_ITEMS, NOTHING_TO_KEEP, SMALL_FOLDS
 from llm4seg.finetune import MIN_VAL_ITEMS, PRESET_NAMES, preset_config
 from llm4seg.models import FINETUNE_STARTS
 from llm4seg.train import TrainConfig
@@ -34,8 +34,8 @@ PARTS = tuple((key, PART_TEXT[key]) for key in TRAIN_PARTS)  # (data, text) of t
 PRESET_TIPS = {
     "quick": "quick: 100 steps, only the decoder and head train, on encoder features computed once (2D "
              "images also flipped and rotated) (12-22 s for 5-10 items at 128² on a 2-core CPU; "
-             "docs/finetuning.md); from 8 items, after a 2-fold check against the start (27-64 s in all for 10 "
-             "images). From 3 colour images a gray model trains whole at 128², without the check (its first "
+             "docs/finetuning.md); from 3 separate images or 8 slices, after a check against the start (2 folds from "
+             "8 items, 3 below: 27-64 s in all for 10 images, 65-95 s for 3-5 images at 256²). From 3 colour images a gray model trains whole at 128², without the check (its first "
              "layers must learn colour; 10 ISIC images from the 256² default: Dice 0.73 in 39 s, 0.75 at 256² "
              "in 3.5 minutes).",
     "thorough": "thorough: 120 steps of the whole network (the frozen LLM layer excepted) at the model's size, "
@@ -132,10 +132,12 @@ class OptionsPanel(QGroupBox):
                                "chest X-ray).")
         form.addRow("Augmentation", self.augment)
         self.check = QCheckBox("keep the start unless fine-tuning beats it")
-        self.check.setToolTip(f"From {MIN_ITEMS} labelled images/slices on: before training on all of them, "
-                              "fine-tune copies on one half and score those copies and the starting model on the "
-                              f"other half (2 folds). When the copies lose more than {MARGIN:g} Dice, the start is "
-                              "kept and the run says so. About three times the time; on by default for quick.")
+        self.check.setToolTip(f"From {MIN_ITEMS} labelled images/slices on, or 3 separate images: before training on "
+                              "all of them, fine-tune copies on part of them and score those copies and the starting "
+                              f"model on the rest ({CHECK_FOLDS} folds from {MIN_ITEMS} items, {SMALL_FOLDS} below). "
+                              f"When the copies lose more than {MARGIN:g} Dice, the start is kept and the run says so. "
+                              f"Skipped when the start scores below {NOTHING_TO_KEEP:g} Dice on your labelled items "
+                              "(nothing to keep). Three to four times the time; on by default for quick.")
         form.addRow("Check", self.check)
         self.val = choices(VAL_CHOICES, VAL_TIP)
         form.addRow("Validation", self.val)

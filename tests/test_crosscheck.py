@@ -7,7 +7,7 @@ import torch
 
 from _factories import disk_image, one_thread, tiny_model, trained_tiny  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
-from llm4seg.crosscheck import MARGIN, MIN_ITEMS, SMALL_FOLDS, CheckResult, check_folds, fold_items
+from llm4seg.crosscheck import MARGIN, MIN_ITEMS, NOTHING_TO_KEEP, SMALL_FOLDS, CheckResult, check_folds, fold_items
 from llm4seg.events import Log, Progress, run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.preprocess import Preprocessing
@@ -74,34 +74,39 @@ def shifted(mask: np.ndarray, by: int = 10) -> np.ndarray:
     return np.roll(mask, by, axis=1)
 
 
-def test_a_start_that_already_segments_better_is_kept():
+@pytest.mark.parametrize("items, folds", [(MIN_ITEMS, 2), (4, SMALL_FOLDS)])
+def test_a_start_that_already_segments_better_is_kept(items, folds):
     """Half the labelled images carry masks shifted off the object: a copy trained on one half segments the
-    other half worse than the start, which already finds the disks, so the start comes back unchanged."""
+    other half worse than the start, which already finds the disks, so the start comes back unchanged (with
+    2 folds from MIN_ITEMS images, with 3 below)."""
     disks = [TrainingPair(*disk_image(32, 32, seed=i), name=f"d{i}") for i in range(8)]
     start = _model(trained_on=disks)
     pairs = []
-    for i in range(MIN_ITEMS):
+    for i in range(items):
         img, mask = disk_image(32, 32, seed=20 + i)
-        pairs.append(TrainingPair(img, mask if i < MIN_ITEMS // 2 else shifted(mask), name=f"p{i}"))  # a fold each
+        pairs.append(TrainingPair(img, mask if i < items // 2 else shifted(mask), name=f"p{i}"))  # a fold each
     events: list = []
     config = preset_config("quick", steps=60, lr=1e-2, crop=None, crosscheck=2)
     outcome = run_to_end(finetune(start, summarise(pairs, CLASSES), config), events.append)
     check = outcome.check
-    assert check is not None and check.items == MIN_ITEMS and check.keep_start and outcome.kept_start
+    assert check is not None and check.items == items and check.folds == folds
+    assert check.keep_start and outcome.kept_start
     assert check.start_dice > 0.5 and check.finetuned_dice < check.start_dice
     assert outcome.result.steps == 0 and outcome.model is not start
     assert all(torch.equal(v, start.state_dict()[k]) for k, v in outcome.model.state_dict().items())
     kept = [e for e in events if isinstance(e, Log) and e.topic == "kept-start"]
     assert len(kept) == 1 and kept[0].level == "warning" and "kept" in kept[0].text
     checking = [e for e in events if isinstance(e, Progress) and e.phase == "checking"]
-    assert checking and checking[-1].done == checking[-1].total == 120
+    assert checking and checking[-1].done == checking[-1].total == 60 * folds
     assert not [e for e in events if isinstance(e, Progress) and e.phase == "training"]
 
 
 def test_a_check_that_fine_tuning_helps_trains_on_everything():
-    wrong = [TrainingPair(img, 1 - mask, f"w{i}") for i, (img, mask) in enumerate(disk_image(32, 32, seed=i)
-                                                                                  for i in range(8))]
-    start = _model(trained_on=wrong)   # segments the background: the labelled disks teach it better
+    from scipy.ndimage import binary_dilation
+
+    wide = [TrainingPair(img, binary_dilation(mask, iterations=4).astype(mask.dtype), f"w{i}")
+            for i, (img, mask) in enumerate(disk_image(32, 32, seed=i) for i in range(8))]
+    start = _model(trained_on=wide)   # draws the disks too wide: the labelled disks teach it better
     pairs = [TrainingPair(*disk_image(32, 32, seed=20 + i), name=f"p{i}") for i in range(MIN_ITEMS)]
     events: list = []
     config = preset_config("quick", steps=40, lr=1e-2, crop=None, crosscheck=2)
@@ -110,6 +115,21 @@ def test_a_check_that_fine_tuning_helps_trains_on_everything():
     assert outcome.check.finetuned_dice > outcome.check.start_dice
     assert outcome.result.steps == 40 and outcome.train_items == MIN_ITEMS
     assert any(isinstance(e, Log) and "fine-tuning on all of them" in e.text for e in events)
+
+
+def test_a_start_with_nothing_to_keep_is_not_checked():
+    """An untrained start finds none of the disks: no copies are trained, the run fine-tunes on everything."""
+    start = _model()
+    pairs = [TrainingPair(*disk_image(32, 32, seed=20 + i), name=f"p{i}") for i in range(4)]
+    events: list = []
+    outcome = run_to_end(finetune(start, summarise(pairs, CLASSES),
+                                  preset_config("quick", steps=5, crop=None, crosscheck=2)), events.append)
+    check = outcome.check
+    assert check is not None and not check.ran and not outcome.kept_start and check.start_dice < NOTHING_TO_KEEP
+    assert check.items == 4 and outcome.result.steps == 5
+    assert not [e for e in events if isinstance(e, Progress) and e.phase == "checking"]
+    assert any(isinstance(e, Log) and "nothing to keep" in e.text and "fine-tuning on all" in e.text for e in events)
+    assert check.to_dict()["ran"] is False and "no check" in check.describe()
 
 
 def test_too_few_items_are_not_checked_and_it_is_said():

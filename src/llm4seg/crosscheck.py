@@ -32,7 +32,7 @@ from .preprocess import logits_to_labels
 from .train.metrics import confusion_counts, scores
 
 __all__ = ["CheckResult", "check_folds", "fold_items", "cross_check", "item_dice", "CHECK_FOLDS", "MARGIN", "MIN_ITEMS",
-           "SMALL_FOLDS"]
+           "NOTHING_TO_KEEP", "SMALL_FOLDS"]
 
 CHECK_FOLDS = 2  # the folds the Fine-tune widget's check uses
 MARGIN = 0.05  # Dice the check's copies may lose before the start is kept (see the module docstring)
@@ -44,11 +44,15 @@ MIN_ITEMS = 8
 #: (each copy trains on about two thirds of the images): fine-tuning a start that already fits (``polyp`` on
 #: CVC-ColonDB) on 1-5 frames lost 0.10-0.24 Dice with no check to stop it. Slices of volumes keep MIN_ITEMS.
 SMALL_FOLDS = 3
+#: When the start scores below this mean Dice on the labelled items themselves, there is nothing to keep and the
+#: check does not run (it tripled the time of runs it let through: TG3K from busi-lesion, start 0.00-0.02).
+NOTHING_TO_KEEP = 0.2
 
 
 @dataclass(frozen=True)
 class CheckResult:
-    """Per-item Dice of the start and of the fine-tuned copies on held-out labelled items."""
+    """Per-item Dice of the start and of the fine-tuned copies on held-out labelled items; with no copies
+    (``finetuned`` empty, ``folds`` 0), the start's Dice on every labelled item, too low to be worth keeping."""
 
     folds: int
     start: tuple[float, ...]
@@ -59,16 +63,23 @@ class CheckResult:
         return len(self.start)
 
     @property
+    def ran(self) -> bool:
+        """Copies were fine-tuned and scored (False: the start had nothing to keep)."""
+        return bool(self.finetuned)
+
+    @property
     def start_dice(self) -> float:
         return float(np.mean(self.start))
 
     @property
     def finetuned_dice(self) -> float:
-        return float(np.mean(self.finetuned))
+        return float(np.mean(self.finetuned)) if self.ran else float("nan")
 
     @property
     def difference(self) -> tuple[float, float]:
-        """Mean per-item difference (fine-tuned - start) and its standard error."""
+        """Mean per-item difference (fine-tuned - start) and its standard error (0, 0 when no copies ran)."""
+        if not self.ran:
+            return 0.0, 0.0
         d = np.asarray(self.finetuned) - np.asarray(self.start)
         se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
         return float(d.mean()), se
@@ -77,16 +88,19 @@ class CheckResult:
     def keep_start(self) -> bool:
         """True when the fine-tuned copies segmented the held-out items worse than the start by more than
         :data:`MARGIN` Dice on average."""
-        return self.difference[0] < -MARGIN
+        return self.ran and self.difference[0] < -MARGIN
 
     def describe(self) -> str:
+        if not self.ran:
+            return (f"the start scored Dice {self.start_dice:.3f} on your {self.items} labelled item(s): nothing to "
+                    "keep, so no check against it")
         mean, se = self.difference
         return (f"{self.folds}-fold check on your {self.items} labelled item(s): Dice on held-out items "
                 f"{self.start_dice:.3f} before fine-tuning, {self.finetuned_dice:.3f} after ({mean:+.3f} ± {se:.3f})")
 
     def to_dict(self) -> dict[str, Any]:
         mean, se = self.difference
-        return {"folds": self.folds, "items": self.items, "start_dice": round(self.start_dice, 4),
+        return {"folds": self.folds, "items": self.items, "ran": self.ran, "start_dice": round(self.start_dice, 4),
                 "finetuned_dice": round(self.finetuned_dice, 4), "difference": round(mean, 4), "se": round(se, 4),
                 "kept": "start" if self.keep_start else "fine-tuned",
                 "per_item": [[round(a, 4), round(b, 4)] for a, b in zip(self.start, self.finetuned)]}
@@ -127,20 +141,24 @@ def cross_check(start: torch.nn.Module, data: SliceSet, config: TrainConfig, fol
     """Score ``start`` and copies fine-tuned on the other folds on each held-out fold (see the module
     docstring), with the folds :func:`check_folds` gives (``config.crosscheck_images``: fewest separate images
     checked below :data:`MIN_ITEMS`). Yields ``Progress`` (phase "checking") and warning ``Log`` lines;
-    returns None when cancelled, when a fold's training fails or when there are too few labelled items."""
+    returns None when cancelled, when a fold's training fails or when there are too few labelled items, and
+    a result without copies when the start scores below :data:`NOTHING_TO_KEEP` on the labelled items."""
     folds = check_folds(data, folds, config.crosscheck_images)
     groups = fold_items(data, folds, min_items=0) if folds else []
     if not groups:
         return None
-    total = folds * config.total_steps(len(data) - len(groups[0]))
     device = resolve_device(config.device)
+    first = item_dice(start, data, device)
+    if float(np.mean(first)) < NOTHING_TO_KEEP:
+        return CheckResult(0, tuple(first), ())
+    total = folds * config.total_steps(len(data) - len(groups[0]))
     before, after = [], []
     offset = 0
     for f, held in enumerate(groups):
         out = set(held)
         train_set = data.subset([i for i in range(len(data)) if i not in out])
         held_set = data.subset(held)
-        before += item_dice(start, held_set, device)
+        before += [first[i] for i in held]
         copy_model = copy.deepcopy(start)
         steps = config.total_steps(len(train_set))
         fold_config = config.replace(select="last", val_every=steps, seed=config.seed + 1000 * (f + 1))

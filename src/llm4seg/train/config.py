@@ -131,17 +131,19 @@ class TrainConfig:
         0.044, with the test-time flips they allow; CVC-ColonDB from ``polyp``: 0.702 instead of 0.659).
         Measured again across modalities (``benchmarks.fewshot``, docs/finetuning.md): 11-16 s for 5-10 items at 128² on 2 CPU cores; training the whole network for 150
         steps (lr 1e-3 or 3e-4, flips + rot90) or re-estimating BatchNorm statistics first gave no better
-        Dice in 3-4x the time. The last weights are kept (``select="last"``). First, a 2-fold check on the
-        labelled items (``crosscheck=2``, :mod:`llm4seg.crosscheck`) keeps the start when fine-tuned copies
-        segment held-out items worse (the generalist on ISIC or CVC-ColonDB frames; docs/finetuning.md).
+        Dice in 3-4x the time. The last weights are kept (``select="last"``). First, a check on the labelled
+        items (``crosscheck=2``, :mod:`llm4seg.crosscheck`: 2 folds from 8 items, 3 folds for 3-7 separate
+        images, ``crosscheck_images``; none when the start scores below 0.2 Dice on them) keeps the start when
+        fine-tuned copies segment held-out items worse (the generalist on ISIC or CVC-ColonDB frames; ``polyp``
+        on 3-5 CVC-ColonDB frames: 0.759 kept where fine-tuning gave 0.66; docs/finetuning.md).
         ``learn_colour``: a gray model fine-tuned on colour images trains whole instead (ISIC, 10 images from
         the gray default, 3 seeds: Dice 0.752 ± 0.035 instead of 0.645 ± 0.044), at ``colour_size`` 128²: from the
         256² default 0.727 ± 0.030 in 38 s, at 256² 0.754 ± 0.022 in 211 s, at 160² 0.722 ± 0.057 and at 192²
         0.757 ± 0.046 in 59 and 100 s (docs/finetuning.md)."""
         base = dict(preset="quick", steps=100, batch_size=4, optimizer="adamw", lr=1e-3, weight_decay=1e-4,
                     schedule="cosine", warmup_steps=5, train="decoder", cache_features=True, augment=False,
-                    aug_versions=4, crop=112, val_every=25, select="last", crosscheck=2, learn_colour=True,
-                    augment_images=True, colour_size=128)
+                    aug_versions=4, crop=112, val_every=25, select="last", crosscheck=2, crosscheck_images=3,
+                    learn_colour=True, augment_images=True, colour_size=128)
         return cls(**{**base, **overrides})
 
     @classmethod
