@@ -48,11 +48,11 @@ SETS = (
 
 
 def card_metrics(model: str) -> dict[str, float]:
-    """The metrics stored in a shipped model's card."""
-    from llm4seg.models import load_model
+    """The metrics stored in a shipped model's card (read from the file's header, no weights loaded)."""
+    from llm4seg.checkpoint import read_card
+    from llm4seg.models import find_entry
 
-    card = load_model(model).card
-    return dict(card.metrics or {})
+    return dict(read_card(find_entry(model).path).metrics or {})
 
 
 def evaluate(s: CardSet, data: Path) -> dict:

@@ -34,9 +34,10 @@ PARTS = tuple((key, PART_TEXT[key]) for key in TRAIN_PARTS)  # (data, text) of t
 PRESET_TIPS = {
     "quick": "quick: 100 steps, only the decoder and head train, on encoder features computed once (2D "
              "images also flipped and rotated) (12-22 s for 5-10 items at 128² on a 2-core CPU; "
-             "docs/finetuning.md); from 3 separate images or 8 slices, after a check against the start (2 folds from "
-             "8 items, 3 below: 27-64 s in all for 10 images, 65-95 s for 3-5 images at 256²). From 3 colour images a gray model trains whole at 128², without the check (its first "
-             "layers must learn colour; 10 ISIC images from the 256² default: Dice 0.73 in 39 s, 0.75 at 256² "
+             "docs/finetuning.md); from 3 separate images or 8 slices, after a check against the start (2 "
+             "folds from 8 items, 3 below: 27-64 s in all for 10 images, 61-88 s for 3-5 images at 256²). From "
+             "3 colour images a gray model trains whole at 128², without the check (its first layers must learn "
+             "colour; 10 ISIC images from the 256² default: Dice 0.73 in 39 s, 0.75 at 256² "
              "in 3.5 minutes).",
     "thorough": "thorough: 120 steps of the whole network (the frozen LLM layer excepted) at the model's size, "
                 "about 4 minutes for 10 items at 256² on a 2-core CPU: slower, adapts more (10 ISIC images on a "

@@ -106,14 +106,19 @@ class CheckResult:
                 "per_item": [[round(a, 4), round(b, 4)] for a, b in zip(self.start, self.finetuned)]}
 
 
+def _items(data: SliceSet) -> tuple[list[int], int]:
+    """The sources (images, volumes) of ``data`` and its item count: the sources, or the slices of one volume."""
+    units = sorted(set(data.groups))
+    return units, max(len(units), len(data) if len(units) == 1 else 0)
+
+
 def check_folds(data: SliceSet, folds: int, min_images: int = MIN_ITEMS) -> int:
     """Folds the check uses on ``data``: ``folds`` from :data:`MIN_ITEMS` items (images, or slices of one
     volume) on; :data:`SMALL_FOLDS` for ``min_images`` up to MIN_ITEMS separate 2D images (one slice each); 0
     (no check) otherwise."""
-    units = sorted(set(data.groups))
-    items = max(len(units), len(data) if len(units) == 1 else 0)
+    units, items = _items(data)
     if items >= MIN_ITEMS:
-        return folds if min(items, len(data)) >= folds else 0
+        return folds if items >= folds else 0
     images = len(units) == len(data)
     return min(SMALL_FOLDS, items) if images and items >= max(2, min_images) else 0
 
@@ -125,8 +130,8 @@ def fold_items(data: SliceSet, folds: int, min_items: int = MIN_ITEMS) -> list[l
     volume dealt in turn along z, so that every fold spans the structure (the other slices of that volume are
     what will be segmented). Empty (no check) below ``min_items`` items (images, or slices of one volume) or
     when there are fewer items than folds."""
-    units = sorted(set(data.groups))
-    if max(len(units), len(data) if len(units) == 1 else 0) < min_items:
+    units, items = _items(data)
+    if items < min_items:
         return []
     if len(units) >= folds:
         by_unit = {u: [i for i, g in enumerate(data.groups) if g == u] for u in units}

@@ -343,7 +343,7 @@ def _check_start(model: torch.nn.Module, data: SliceSet, config: TrainConfig,
                   "kept. Label more (or more varied) images, or try the thorough preset", "warning",
                   topic="kept-start")
     else:
-        yield Log(f"{check.describe()}{': fine-tuning' if check.ran else '; fine-tuning'} on all of them")
+        yield Log(f"{check.describe()}{':' if check.ran else ';'} fine-tuning on all of them")
     return check
 
 
