@@ -77,6 +77,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--jitter", type=float, default=0.0,
                    help="rotation/zoom/shift and appearance jitter after flips + rot90 (1: its default range; 0: off)")
+    p.add_argument("--prompts", choices=["clicks"], default=None,
+                   help="train a click-conditioned model with simulated clicks (llm4seg.train.prompts)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true")
@@ -115,9 +117,11 @@ def main() -> int:
     config = TrainConfig(preset="zoo", steps=args.steps, batch_size=args.batch_size, optimizer="adamw",
                          lr=args.lr, weight_decay=1e-4, schedule="cosine", warmup_steps=args.warmup, augment=True,
                          jitter=args.jitter, seed=args.seed, device="cpu", num_threads=args.threads,
-                         val_every=args.val_every)
+                         val_every=args.val_every, prompts=args.prompts,
+                         select="last" if args.prompts else "best")
     provenance = {"data": " + ".join(p.label for p in chosen), "per_dataset": args.per_dataset,
-                  "classes": ["foreground"], "init": str(args.init) if args.init else None}
+                  "classes": ["foreground"], "init": str(args.init) if args.init else None,
+                  "prompts": args.prompts}
     def show(event) -> None:
         if isinstance(event, Log):
             print(event.text, flush=True)

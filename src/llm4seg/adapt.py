@@ -39,20 +39,49 @@ def expand_to_rgb(model: nn.Module) -> nn.Module:
     if model.config.in_channels != 1:
         raise ValueError(f"only 1-channel models can be expanded to RGB (this one has {model.config.in_channels})")
     old = _stem_conv(model)
-    new = nn.Conv2d(3, old.out_channels, old.kernel_size, old.stride, old.padding, bias=old.bias is not None)
-    new = new.to(device=old.weight.device, dtype=old.weight.dtype)
-    with torch.no_grad():
-        luma = torch.tensor(LUMA, dtype=old.weight.dtype, device=old.weight.device).view(1, 3, 1, 1)
-        new.weight.copy_(old.weight * luma)
-        if old.bias is not None:
-            new.bias.copy_(old.bias)
-    new.weight.requires_grad_(old.weight.requires_grad)
-    model.stem.conv[0] = new
+    luma = torch.tensor(LUMA, dtype=old.weight.dtype, device=old.weight.device).view(1, 3, 1, 1)
+    _replace_stem(model, torch.cat([old.weight[:, :1] * luma, old.weight[:, 1:]], dim=1))
     model.config.in_channels = 3
     card = getattr(model, "card", None)
     if card is not None:
         card.preprocessing = dataclasses.replace(card.preprocess, channels=3).to_dict()
         card.model = {**card.model, "in_channels": 3}
+    return model
+
+
+def _replace_stem(model: nn.Module, weight: torch.Tensor) -> None:
+    """A new stem conv with ``weight`` (out, in, k, k), the old bias and the old ``requires_grad``."""
+    old = _stem_conv(model)
+    new = nn.Conv2d(weight.shape[1], old.out_channels, old.kernel_size, old.stride, old.padding,
+                    bias=old.bias is not None).to(device=old.weight.device, dtype=old.weight.dtype)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    new.weight.requires_grad_(old.weight.requires_grad)
+    model.stem.conv[0] = new
+
+
+def add_prompt_channels(model: nn.Module, prompts: tuple[str, ...] = ("previous", "positive", "negative")) -> nn.Module:
+    """Give ``model`` the prompt input channels ``prompts`` (``ModelConfig.prompts``), in place; returns it.
+
+    The new channels' stem weights are zero, so the model's output is unchanged until training teaches it
+    the prompts. A model that already takes exactly these prompts is returned unchanged."""
+    prompts = tuple(prompts)
+    if tuple(model.config.prompts) == prompts:
+        return model
+    if model.config.prompts:
+        raise ValueError(f"the model already takes prompts {list(model.config.prompts)}, not {list(prompts)}")
+    if getattr(model.config, "num_classes", 1) != 1:
+        raise ValueError("clicks need a model with one foreground class (this one has "
+                         f"{model.config.num_classes}): prompts are for binary models")
+    old = _stem_conv(model).weight
+    zeros = old.new_zeros((old.shape[0], len(prompts), *old.shape[2:]))
+    _replace_stem(model, torch.cat([old.detach(), zeros], dim=1))
+    model.config.prompts = prompts
+    card = getattr(model, "card", None)
+    if card is not None:
+        card.model = {**card.model, "prompts": list(prompts)}
     return model
 
 

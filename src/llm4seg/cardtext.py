@@ -21,6 +21,7 @@ def card_summary(card: Any) -> list[tuple[str, str]]:
         ("description", card.description or "-"),
         ("classes", ", ".join(card.classes[1:]) if len(card.classes) > 1 else "-"),
         ("input channels", str(model.get("in_channels", "?"))),
+        ("prompt channels", ", ".join(model.get("prompts") or []) or "none (automatic only)"),
         ("LLM layer", llm_text),
         ("position / attention", f"{model.get('position', '?')} / {model.get('attention', '?')}"),
         ("input size", f"{prep.get('size')}x{prep.get('size')}" if prep.get("size") else "native (padded to /16)"),

@@ -79,6 +79,24 @@ def _writable_folder(folder: Path) -> Path:
     return folder
 
 
+def _click_options(args: argparse.Namespace) -> tuple[list, Any]:
+    """The clicks of ``--clicks`` and the model that takes them (``--click-model``; auto: the shipped click
+    model matching ``--checkpoint``, else the checkpoint itself through the training-free fallback)."""
+    if not args.clicks:
+        return [], None
+    from .interactive.clickfile import read_clicks
+    from .models import click_model_for, load_model
+
+    if len(args.inputs) != 1:
+        raise CLIError("--clicks holds the clicks of one image: give exactly one input")
+    try:
+        clicks = read_clicks(args.clicks)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    name = click_model_for(args.checkpoint) if args.click_model == "auto" else args.click_model
+    return clicks, (load_model(name, device="cpu") if name else None)
+
+
 def cmd_segment(args: argparse.Namespace) -> int:
     from .events import Log, Progress, run_to_end
     from .infer import image_layout, tta_option
@@ -94,6 +112,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     window = None
     if args.window:
         window = WINDOWS.get(args.window) or tuple(float(v) for v in args.window.split(","))
+    clicks, click_model = _click_options(args)
     out_dir = _writable_folder(Path(args.out))
     reports = []
     for item in args.inputs:
@@ -115,6 +134,10 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
             outcome = run_to_end(job, show)
         result, labels = outcome.result, outcome.labels
+        if clicks:
+            from .interactive.clickfile import apply_clicks
+
+            labels = apply_clicks(data.array, labels, click_model or model, clicks, window=window)
         written = write_labels(dest, labels, like=data, overwrite=args.overwrite)
         counts = {name: int((labels == i).sum()) for i, name in enumerate(result.classes) if i > 0}
         report = {
@@ -195,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove objects smaller than N pixels (voxels in 3D)")
     p.add_argument("--per-slice", action="store_true",
                    help="volumes: post-process each slice on its own instead of the whole volume in 3D")
+    p.add_argument("--clicks", metavar="FILE",
+                   help="correct the mask with clicks: a JSON list of {\"y\", \"x\", \"positive\"[, \"z\"]} or a "
+                        "napari Points CSV, in the image's pixel coordinates, oldest first (one input)")
+    p.add_argument("--click-model", default="auto",
+                   help="the model that takes the clicks: auto (the shipped click model for --checkpoint, else "
+                        "--checkpoint itself, training-free), a model name or a .safetensors")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--json", action="store_true", help="print a JSON report")
     p.set_defaults(func=cmd_segment)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .model.cmunext import CMUNeXtBlock, ConvBlock, FusionConv, UpConv
-from .model.network import STRIDE
+from .model.network import STRIDE, with_zero_prompts
 
 __all__ = ["FusedLLM4Seg", "FastPathUnsupported", "prepare_for_inference", "fast_model", "configure_threads",
            "mkldnn_fusion_available"]
@@ -289,11 +289,9 @@ class FusedLLM4Seg(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels or x.shape[-1] % STRIDE or x.shape[-2] % STRIDE:
-            raise ValueError(
-                f"expected input (B, {self.config.in_channels}, H, W) with H, W multiples of {STRIDE}, "
-                f"got {tuple(x.shape)}"
-            )
+        x = with_zero_prompts(x, self.config)
+        if x.shape[-1] % STRIDE or x.shape[-2] % STRIDE:
+            raise ValueError(f"expected H, W multiples of {STRIDE}, got {tuple(x.shape)}")
         if x.device.type in ("cpu", "cuda"):  # oneDNN and cuDNN prefer NHWC; MPS keeps NCHW
             x = to_channels_last(x)
         skips = []

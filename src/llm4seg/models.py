@@ -168,3 +168,29 @@ def recommend(image: Any, rgb: bool = False) -> list[tuple[str, str]]:
     if arr is not None and arr.dtype == "uint8":
         return [(name, f"gray, for {what}") for name, what in GRAY_MODELS if name in names]
     return []
+
+
+#: The suffix of a shipped model's click-conditioned variant (``busi-lesion`` → ``busi-lesion-clicks``).
+CLICK_SUFFIX = "-clicks"
+#: The shipped click model for any image when a model has no variant of its own.
+CLICK_FALLBACK = "generalist-clicks"
+
+
+def click_model_for(name_or_path: str | Path) -> str | None:
+    """The model that takes clicks for ``name_or_path``: the model itself when it has prompt channels, else
+    its shipped ``-clicks`` variant, else ``generalist-clicks``; None when none is installed (``refine``
+    then uses the model's training-free fallback)."""
+    from .checkpoint import read_card
+
+    entry = find_entry(str(name_or_path))
+    path = resolve(name_or_path)
+    if path is not None and path.is_file():
+        try:
+            if (read_card(path).model or {}).get("prompts"):
+                return str(name_or_path)
+        except (OSError, ValueError):
+            pass
+    names = {e.name for e in list_models()}
+    if entry is not None and entry.name + CLICK_SUFFIX in names:
+        return entry.name + CLICK_SUFFIX
+    return CLICK_FALLBACK if CLICK_FALLBACK in names else None

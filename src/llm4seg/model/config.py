@@ -8,6 +8,8 @@ POSITIONS = ("rope", "paper")
 ATTENTIONS = ("causal", "bidirectional")
 LLM_INITS = ("pretrained", "random", "none")
 UPSAMPLES = ("nearest", "bilinear")
+#: Prompt channels a model may take after the image channels (``ModelConfig.prompts``), in this order.
+PROMPT_CHANNELS = ("previous", "positive", "negative", "box")
 
 
 @dataclass
@@ -25,6 +27,10 @@ class ModelConfig:
     ``upsample``: the decoder's 2× upsampling, ``"nearest"`` (this project's models) or ``"bilinear"`` (the
     reference CMUNeXt / LLM4Seg code). ``calibrate``: scale the booster's output projection at
     initialisation so the bottleneck keeps its scale (off in the paper's recipe).
+
+    ``prompts``: extra input channels after the image's (``llm4seg.interactive``): the previous mask, the
+    positive and negative click maps and optionally a box map, names from :data:`PROMPT_CHANNELS`. Empty for
+    an automatic model. A prompted model fed only the image channels sees zero prompts: its automatic mode.
     """
 
     in_channels: int = 1
@@ -38,11 +44,16 @@ class ModelConfig:
     attention: str = "causal"
     upsample: str = "nearest"
     calibrate: bool = True
+    prompts: tuple[str, ...] = ()
     llm_arch: str | None = None
     llm_config: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.dims, self.depths, self.kernels = tuple(self.dims), tuple(self.depths), tuple(self.kernels)
+        self.prompts = tuple(self.prompts)
+        unknown = [p for p in self.prompts if p not in PROMPT_CHANNELS]
+        if unknown or len(set(self.prompts)) != len(self.prompts):
+            raise ValueError(f"prompts must be distinct names from {PROMPT_CHANNELS}, got {list(self.prompts)}")
         if self.in_channels < 1:
             raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
         if self.num_classes < 1:
@@ -69,9 +80,14 @@ class ModelConfig:
     def uses_llm(self) -> bool:
         return self.llm is not None
 
+    @property
+    def stem_channels(self) -> int:
+        """Input channels of the stem: the image's plus the prompt channels."""
+        return self.in_channels + len(self.prompts)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("dims", "depths", "kernels"):
+        for key in ("dims", "depths", "kernels", "prompts"):
             d[key] = list(d[key])
         return d
 

@@ -13,6 +13,16 @@ from .config import ModelConfig
 STRIDE = 16  # four 2× max-pools: input sides must be multiples of 16
 
 
+def with_zero_prompts(x: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """Check the input's shape; append zero prompt channels when only the image channels are given."""
+    if x.ndim == 4 and config.prompts and x.shape[1] == config.in_channels:
+        x = torch.cat([x, x.new_zeros((x.shape[0], len(config.prompts), *x.shape[2:]))], dim=1)
+    if x.ndim != 4 or x.shape[1] != config.stem_channels:
+        extra = f" (+ {len(config.prompts)} prompt channels)" if config.prompts else ""
+        raise ValueError(f"expected input (B, {config.in_channels}{extra}, H, W), got {tuple(x.shape)}")
+    return x
+
+
 class LLM4Seg(nn.Module):
     """CMUNeXt encoder → (LLM booster) → CMUNeXt decoder → 1×1 head with ``num_classes`` logits."""
 
@@ -22,7 +32,7 @@ class LLM4Seg(nn.Module):
         self.card: Any = None  # the ModelCard, set by load_checkpoint
         d, dp, k = config.dims, config.depths, config.kernels
         self.pool = nn.MaxPool2d(kernel_size=2, stride=2)
-        self.stem = ConvBlock(config.in_channels, d[0])
+        self.stem = ConvBlock(config.stem_channels, d[0])
         self.encoder1 = CMUNeXtBlock(d[0], d[0], depth=dp[0], k=k[0])
         self.encoder2 = CMUNeXtBlock(d[0], d[1], depth=dp[1], k=k[1])
         self.encoder3 = CMUNeXtBlock(d[1], d[2], depth=dp[2], k=k[2])
@@ -41,11 +51,11 @@ class LLM4Seg(nn.Module):
 
     # -- parts, so that training can freeze and cache what does not change -----------------------
     def encode(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Skip features [x1..x4] and the bottleneck x5 (before the booster)."""
-        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"expected input (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
-            )
+        """Skip features [x1..x4] and the bottleneck x5 (before the booster).
+
+        ``x`` holds the image channels, then the prompt channels when the model takes prompts; the image
+        channels alone run a prompted model in its automatic mode (zero prompts)."""
+        x = with_zero_prompts(x, self.config)
         if x.shape[-1] % STRIDE or x.shape[-2] % STRIDE:
             raise ValueError(
                 f"input height and width must be multiples of {STRIDE}, got {tuple(x.shape[-2:])}: "

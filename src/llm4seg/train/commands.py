@@ -60,6 +60,9 @@ def register(subparsers: Any) -> None:
                    help="flips/rot90 (default: on for the paper preset, off for quick)")
     p.add_argument("--jitter", type=float, default=None, metavar="STRENGTH",
                    help="also rotate/zoom/shift and vary gamma, contrast, colour and noise (1: the default range)")
+    p.add_argument("--prompts", choices=["clicks"], default=None,
+                   help="train a click-conditioned model with simulated clicks (adds zero-weight prompt channels "
+                        "to an --init model; trains the whole network)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--seed", type=int, default=None, help="seed of the split, initialisation and batches (default 0, "
                    "or the resumed run's)")
@@ -219,6 +222,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["num_threads"] = args.threads
     if args.augment is not None:
         overrides["augment"] = args.augment
+    if args.prompts:
+        overrides.update(prompts=args.prompts, train="all", cache_features=False)
     if state is not None:
         saved = dict(state.config)
         if "steps" in overrides or "epochs" in overrides:

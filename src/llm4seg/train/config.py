@@ -11,6 +11,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "constant", "cosine")
 TRAIN_PARTS = ("all", "decoder")
 SELECTIONS = ("best", "last")
+PROMPT_MODES = ("clicks",)
 PAPER_EPOCHS = 300
 
 
@@ -52,6 +53,9 @@ class TrainConfig:
     ``augment_images`` (fine-tuning): when every labelled item is a 2D image (no volume), flips + rot90 are on
     whatever ``augment`` says: such images have no fixed side, and the fine-tuned model keeps the test-time
     flips of ``segment(tta="auto")`` (:func:`llm4seg.finetune.image_config`).
+    ``prompts="clicks"``: train a click-conditioned model with simulated clicks (:mod:`llm4seg.train.prompts`);
+    a model without prompt channels gets them first, with zero weights (``llm4seg.adapt.add_prompt_channels``),
+    so training starts exactly at the automatic model. Validation scores the automatic mode.
     """
 
     preset: str = "paper"
@@ -86,6 +90,7 @@ class TrainConfig:
     augment_images: bool = False
     colour_size: int | None = None
     num_threads: int | None = None
+    prompts: str | None = None
 
     def __post_init__(self) -> None:
         checks = (("optimizer", self.optimizer, OPTIMIZERS), ("schedule", self.schedule, SCHEDULES),
@@ -111,6 +116,10 @@ class TrainConfig:
             raise ValueError(f"jitter must be >= 0 (0: off), got {self.jitter}")
         if self.jitter and self.cache_features:
             raise ValueError("jitter changes the images every step: it needs cache_features=False")
+        if self.prompts is not None and self.prompts not in PROMPT_MODES:
+            raise ValueError(f"prompts must be one of {PROMPT_MODES} or None, got {self.prompts!r}")
+        if self.prompts and (self.cache_features or self.train != "all"):
+            raise ValueError("prompts enter at the stem: training with clicks needs train='all' and no cached features")
         if self.cache_features and self.train != "decoder":
             raise ValueError("cache_features needs train='decoder' (a frozen encoder)")
 

@@ -144,6 +144,11 @@ def fit(
     model.to(ctx.device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
+    if config.prompts and not model.config.prompts:
+        from ..adapt import add_prompt_channels
+
+        add_prompt_channels(model)
+        model.to(ctx.device)
     names, params, previous = select_trainable(model, config.train)
     optimizer = make_optimizer(config, params)
     total = config.total_steps(len(train_set), ctx.world_size)

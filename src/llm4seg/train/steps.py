@@ -15,6 +15,7 @@ from .data import SliceSet
 from .distributed import DistContext, all_reduce_sum
 from .features import FeatureCache
 from .metrics import confusion_counts, scores
+from .prompts import add_training_prompts
 
 ENCODER = ("stem", "encoder1", "encoder2", "encoder3", "encoder4", "encoder5", "booster")
 
@@ -191,6 +192,8 @@ def train_step(net: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimi
                 x, y = apply_jitter(x, y, jitter.part(part), data.prep.mean, data.prep.std)
             if crop:
                 x, y = crop_batch(x, y, offsets[part], crop)
+            if config.prompts:
+                x = add_training_prompts(getattr(net, "module", net).model, x, y, gen)
             inputs = (x.contiguous(memory_format=fmt),)
         with autocast(ctx.device):
             logits = net(*inputs)
