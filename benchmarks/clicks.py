@@ -5,7 +5,8 @@ object was missed, negative where it was not there) corrects each image, startin
 of the model in use, with at most 20 clicks, stopping at IoU 0.90. Arms:
 - ``auto``: the set's shipped automatic model alone (no clicks);
 - ``seeds``: the training-free fallback on that model (``refine(method="seeds")``);
-- ``clicks``: the click-conditioned model (``refine`` with prompt channels), from its own automatic mask.
+- ``clicks``: the click-conditioned model (``refine`` with prompt channels), from its own automatic mask;
+  ``clicks-nozoom`` (optional): the same without the zoom-in.
 Reports NoC@85 / NoC@90 (clicks to reach IoU 0.85 / 0.90; 0 when the automatic mask already does, 20 when
 never; mean with a bootstrap 95 % interval), Dice after 0, 1, 3 and 5 clicks, and the time of one ``refine``
 call per click (median, p95; the image's model input is prepared once per image, as the panel does).
@@ -27,10 +28,12 @@ from .click_sets import SETS, Case, cases
 
 MAX_CLICKS = 20
 ARMS = ("auto", "seeds", "clicks")
+OPTIONAL_ARMS = ("clicks-nozoom",)  # the click model on the whole image at every click (no zoom-in)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def session(model, case: Case, method: str | None, max_clicks: int = MAX_CLICKS, stop_at: float = 0.90) -> dict:
+def session(model, case: Case, method: str | None, max_clicks: int = MAX_CLICKS, stop_at: float = 0.90,
+            zoom: bool = True) -> dict:
     """IoU after 0..k clicks and the seconds of each ``refine`` call; ``method`` None: no clicks."""
     inp = prepare(case.image, model, z=case.z, window=case.window)
     mask = refine(case.image, model, [], prepared=inp, z=case.z)
@@ -41,7 +44,7 @@ def session(model, case: Case, method: str | None, max_clicks: int = MAX_CLICKS,
             break
         clicks.append(Click(c.y, c.x, c.positive, case.z))
         t0 = time.perf_counter()
-        mask = refine(case.image, model, clicks, previous=mask, prepared=inp, z=case.z, method=method)
+        mask = refine(case.image, model, clicks, previous=mask, prepared=inp, z=case.z, method=method, zoom=zoom)
         times.append(time.perf_counter() - t0)
         ious.append(iou(mask, case.target))
     return {"case": case.name, "ious": ious, "times": times}
@@ -82,17 +85,17 @@ def run(sets: list[str], n: int | None, click_model: str, arms: list[str]) -> di
     from llm4seg.models import load_model
 
     results: dict = {}
-    click = load_model(click_model, device="cpu") if "clicks" in arms else None
+    click = load_model(click_model, device="cpu") if any(a.startswith("clicks") for a in arms) else None
     for name in sets:
         spec = SETS[name]
         auto = load_model(spec.auto_model, device="cpu") if {"auto", "seeds"} & set(arms) else None
         per_arm: dict = {a: [] for a in arms}
         for case in cases(name, n):
             for arm in arms:
-                model = click if arm == "clicks" else auto
-                method = {"auto": None, "seeds": "seeds", "clicks": "network"}[arm]
-                per_arm[arm].append(session(model, case, method))
-        results[name] = {arm: {**summarise(r), "model": click_model if arm == "clicks" else spec.auto_model,
+                model = click if arm.startswith("clicks") else auto
+                method = {"auto": None, "seeds": "seeds"}.get(arm, "network")
+                per_arm[arm].append(session(model, case, method, zoom=arm != "clicks-nozoom"))
+        results[name] = {arm: {**summarise(r), "model": click_model if arm.startswith("clicks") else spec.auto_model,
                                "sessions": r} for arm, r in per_arm.items()}
         print(table({name: results[name]}), flush=True)
     return results
@@ -115,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.clicks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="12 cases per set (≤ 10 min on 2 CPU cores)")
     p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS + OPTIONAL_ARMS))
     p.add_argument("--n", type=int, default=None, help="cases per set (default: all; --quick: 12)")
     p.add_argument("--click-model", default="generalist-clicks", help="a shipped click model or a .safetensors")
     p.add_argument("--threads", type=int, default=2)

@@ -2,7 +2,7 @@
 # Re-train the shipped checkpoints from the shared data with their recorded settings, then ship them
 # (frozen-layer dtype by measurement, Markdown card, registry sha256) into src/llm4seg/weights/.
 #
-#   bash scripts/make_models.sh [busi|gray|ct|generalist|polyp|isic|thyroid|all]
+#   bash scripts/make_models.sh [busi|gray|ct|generalist|polyp|isic|thyroid|clicks|all]
 #                                               (make models; DATA=../shared/data RUNS=runs THREADS=2)
 #
 # SHIP=0 trains without touching src/llm4seg/weights; TRAIN=0 only evaluates and ships finished runs;
@@ -30,6 +30,7 @@ GRAY_SCHEDULE=${GRAY_SCHEDULE:---epochs 14}
 CT_SCHEDULE=${CT_SCHEDULE:---epochs 40}
 GENERALIST_SCHEDULE=${GENERALIST_SCHEDULE:---steps 4000 --jitter 1 --lr 2e-3}
 SPECIALIST_SCHEDULE=${SPECIALIST_SCHEDULE:---lr 1e-3 --steps 1000 --val-every 250}
+CLICKS_SCHEDULE=${CLICKS_SCHEDULE:---steps 3000 --val-every 500 --lr 1e-3 --jitter 1}
 GENERALIST_INIT=${GENERALIST_INIT:-src/llm4seg/weights/generalist.safetensors}
 ULTRASOUND_INIT=${ULTRASOUND_INIT:-src/llm4seg/weights/busi-lesion.safetensors}
 CT_TRAIN_Z=${CT_TRAIN_Z:-0,72}
@@ -199,3 +200,21 @@ if [ "$which" = thyroid ] || [ "$which" = all ]; then
     INIT="$ULTRASOUND_INIT" EXTRA="--jitter 1 --size 256 --channels 1" specialist thyroid tg3k "thyroid gland" "thyroid gland in ultrasound" "tg3k_test=$DATA/tg3k:$RUNS/tg3k_test.txt"
 fi
 exit 0
+if [ "$which" = clicks ] || [ "$which" = all ]; then
+    # the click model: the shipped generalist with zero-weight prompt channels, trained with simulated clicks on
+    # the generalist's data (docs/interactive.md); about 95 min on a 2-core CPU
+    out="$RUNS/generalist-clicks.safetensors"
+    # shellcheck disable=SC2086
+    zoo "$out" --init "$GENERALIST_INIT" --prompts clicks $CLICKS_SCHEDULE
+    if [ "$SHIP" = 1 ]; then
+        grep '^test_' "$DATA/tg3k/list.txt" > "$RUNS/tg3k_test.txt"
+        "$PY" scripts/train_zoo.py --data "$DATA" --out "$out" --val-lists-only
+        ev "$DATA/busi" --checkpoint "$out" --list "$RUNS/generalist-clicks.val.busi.txt" > "$RUNS/generalist-clicks.own_val.json"
+        ev "$DATA/tg3k" --checkpoint "$out" --list "$RUNS/tg3k_test.txt" > "$RUNS/generalist-clicks.tg3k_test.json"
+        ev "$DATA/cvc_colondb" --checkpoint "$out" > "$RUNS/generalist-clicks.colondb.json"
+        "$PY" scripts/ship_checkpoint.py "$out" --name generalist-clicks --task "correct masks with clicks (RGB, any modality)" \
+            --classes foreground --reference-llm --images sample_data/busi/images \
+            --metrics "own_val=$RUNS/generalist-clicks.own_val.json" "tg3k_test=$RUNS/generalist-clicks.tg3k_test.json" \
+            "colondb=$RUNS/generalist-clicks.colondb.json" --description "$(cat scripts/cards/generalist-clicks.txt)"
+    fi
+fi

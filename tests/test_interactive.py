@@ -191,3 +191,15 @@ def test_cli_segment_with_clicks(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{")
     assert main(["segment", *args, "-o", str(tmp_path / "x"), "--clicks", str(tmp_path / "bad.json")]) != 0
     assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_zoom_box_frames_the_previous_mask_and_the_clicks():
+    from llm4seg.interactive.refine import zoom_box
+
+    previous = np.zeros((200, 300), np.uint8)
+    previous[50:70, 100:140] = 1
+    y0, y1, x0, x1 = zoom_box((200, 300), [Click(60, 150)], previous)
+    assert y0 <= 50 and y1 >= 70 and x0 <= 100 and x1 >= 151 and (y1 - y0) * (x1 - x0) < 0.5 * 200 * 300
+    assert zoom_box((200, 300), [Click(60, 150)], None) is None  # a first click on an empty mask: whole image
+    big = np.ones((200, 300), np.uint8)
+    assert zoom_box((200, 300), [Click(5, 5)], big) is None  # the crop would be most of the image

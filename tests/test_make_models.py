@@ -56,6 +56,7 @@ def test_make_models_recipes_run_end_to_end(tmp_path):
            "CT_SCHEDULE": "--steps 2",
            "CT_TRAIN_Z": "0,5", "CT_TEST_Z": "5,8", "GENERALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
            "SPECIALIST_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
+           "CLICKS_SCHEDULE": "--steps 2 --val-every 1 --warmup 1",
            "GENERALIST_INIT": str(tmp_path / "runs" / "generalist.safetensors"),
            "ULTRASOUND_INIT": str(tmp_path / "runs" / "busi-lesion.safetensors")}
     weights = sorted((ROOT / "src" / "llm4seg" / "weights").iterdir())
@@ -83,4 +84,7 @@ def test_make_models_recipes_run_end_to_end(tmp_path):
         assert model.config.in_channels == channels and training["steps"] == 2 and training["data"] == part
         assert training["init"].endswith(f"{init}.safetensors")
         assert model.card.preprocessing["size"] == size
+    clicks = load_checkpoint(tmp_path / "runs" / "generalist-clicks.safetensors", device="cpu")
+    assert clicks.config.prompts == ("previous", "positive", "negative") and clicks.card.training["prompts"] == "clicks"
+    assert clicks.card.training["init"].endswith("generalist.safetensors") and clicks.config.in_channels == 3
     assert sorted((ROOT / "src" / "llm4seg" / "weights").iterdir()) == weights  # SHIP=0 left them alone

@@ -19,7 +19,7 @@ from ..infer import _autocast, image_layout
 from ..preprocess import Preprocessing, from_model_output, intensity_range, model_hw, to_model_input
 from .prompts import Box, Click, click_radius, prompt_channels, to_model_coords
 
-__all__ = ["refine", "takes_prompts", "METHODS", "RefineInput", "prepare"]
+__all__ = ["refine", "takes_prompts", "zoom_box", "METHODS", "RefineInput", "prepare"]
 
 METHODS = ("auto", "network", "seeds")
 SEED_ZONE = 0.15  # the fallback changes the mask within this fraction of the model's side around each click
@@ -36,6 +36,7 @@ class RefineInput:
     def __init__(self, image2d: np.ndarray, model: Any, lo: float, hi: float) -> None:
         card = getattr(model, "card", None)
         self.prep: Preprocessing = card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels)
+        self.image, self.lo, self.hi = image2d, lo, hi
         self.hw = tuple(image2d.shape[:2])
         self.model_hw = model_hw(self.hw, self.prep)
         self.resized = self.prep.size is not None
@@ -93,7 +94,9 @@ def refine(image: np.ndarray, model: Any, clicks: Sequence[Click], previous: np.
     Options: ``z`` (the slice of a volume, when the clicks do not say), ``window`` (CT level, width),
     ``intensity`` (the (low, high) range, to reuse between clicks), ``method`` (``"auto"``: the network when the
     model takes prompts, else ``"seeds"``; ``"network"``; ``"seeds"``), ``prepared`` (a :class:`RefineInput` of
-    this image, which keeps the model input and the automatic logits between clicks).
+    this image, which keeps the model input and the automatic logits between clicks), ``zoom`` (default True:
+    a prompted model refines a crop around the previous mask and the clicks, RITM's zoom-in, so that a
+    128² model sees the object's border at a finer scale; :func:`zoom_box`).
     """
     method = options.get("method", "auto")
     if method not in METHODS:
@@ -119,11 +122,51 @@ def refine(image: np.ndarray, model: Any, clicks: Sequence[Click], previous: np.
         b = box.ordered()
         clicks = [Click((b.y0 + b.y1) / 2, (b.x0 + b.x1) / 2, True)]
     if method == "network":
-        prompts = prompt_channels(names, clicks, previous, None if use_box else box, inp.hw, inp.model_hw, inp.resized)
-        mask = inp.full_size(inp.forward(model, prompts))
+        crop = zoom_box(inp.hw, clicks, previous) if options.get("zoom", True) and inp.resized else None
+        mask = _network(inp, model, names, clicks, previous, None if use_box else box, crop)
     else:
         mask = _seeded(inp, model, clicks, previous)
     return _inside_box(mask, box) if use_box else mask
+
+
+def zoom_box(hw: tuple[int, int], clicks: Sequence[Click], previous: np.ndarray | None, *, expand: float = 1.4,
+             least: float = 0.2) -> tuple[int, int, int, int] | None:
+    """The crop (y0, y1, x0, x1) the network refines in (RITM's zoom-in): the box around the previous mask and
+    the clicks, grown ``expand`` times and to at least ``least`` of each side; None (the whole image) for a
+    first click on an empty mask or when the crop would cover most of the image."""
+    ys = [c.y for c in clicks]
+    xs = [c.x for c in clicks]
+    if previous is not None and np.any(previous):
+        rows, cols = np.flatnonzero(np.any(previous, 1)), np.flatnonzero(np.any(previous, 0))
+        ys += [rows[0], rows[-1]]
+        xs += [cols[0], cols[-1]]
+    elif len(clicks) < 2:
+        return None
+    box = []
+    for lo, hi, side in ((min(ys), max(ys), hw[0]), (min(xs), max(xs), hw[1])):
+        size = min(side, max((hi - lo + 1) * expand, least * side, 16))
+        start = int(round(min(max(0.0, (lo + hi) / 2 - size / 2), side - size)))
+        box += [start, min(side, start + int(round(size)))]
+    y0, y1, x0, x1 = box
+    return None if (y1 - y0) * (x1 - x0) > 0.8 * hw[0] * hw[1] else (y0, y1, x0, x1)
+
+
+def _network(inp: RefineInput, model: Any, names: tuple[str, ...], clicks: Sequence[Click],
+             previous: np.ndarray | None, box: Box | None, crop: tuple[int, int, int, int] | None) -> np.ndarray:
+    """The prompted network's mask, on the whole image or on ``crop`` (the previous mask kept outside it)."""
+    if crop is None:
+        prompts = prompt_channels(names, clicks, previous, box, inp.hw, inp.model_hw, inp.resized)
+        return inp.full_size(inp.forward(model, prompts))
+    y0, y1, x0, x1 = crop
+    sub = RefineInput(inp.image[y0:y1, x0:x1], model, inp.lo, inp.hi)
+    moved = [Click(c.y - y0, c.x - x0, c.positive) for c in clicks]
+    prev = None if previous is None else np.asarray(previous)[y0:y1, x0:x1]
+    if box is not None:
+        box = Box(box.y0 - y0, box.x0 - x0, box.y1 - y0, box.x1 - x0)
+    prompts = prompt_channels(names, moved, prev, box, sub.hw, sub.model_hw, sub.resized)
+    out = np.zeros(inp.hw, np.uint8) if previous is None else (np.asarray(previous) > 0).astype(np.uint8)
+    out[y0:y1, x0:x1] = sub.full_size(sub.forward(model, prompts))
+    return out
 
 
 def _inside_box(mask: np.ndarray, box: Box) -> np.ndarray:
