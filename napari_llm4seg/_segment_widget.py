@@ -28,9 +28,8 @@ from llm4seg.postprocess import MODES, PostprocessOptions
 from . import _output, _workers
 from . import _segment_messages as msg
 from ._layer_choice import LayerChoice
-from ._layers import (
-    current_z, describe_lead, image_data, layer_layout, lead_index, spatial_shape, unwrap, z_slices,
-)
+from ._clicks_controller import ClicksController
+from ._layers import current_z, describe_lead, image_data, layer_layout, lead_index, spatial_shape, unwrap, z_slices
 from ._segment_model import CheckpointMixin
 from ._segment_panels import SCOPE_RANGE, SCOPE_SLICE, InputPanel, ModelPanel, PostPanel, RunBar
 from ._reader import prefer_this_reader
@@ -94,6 +93,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
             lay.addWidget(panel)
         self.bar = RunBar(QKeySequence(SHORTCUT).toString(QKeySequence.SequenceFormat.NativeText))
         lay.addWidget(self.bar)
+        self.clicks = ClicksController(self, lay)  # the "Correct with clicks" section, below the run bar
         self.run_button, self.cancel_button = self.bar.run_button, self.bar.cancel_button
         self.progress_bar, self.activity, self.status = self.bar.progress_bar, self.bar.activity, self.bar.status
         self.run_button.clicked.connect(lambda: self.run())
@@ -153,6 +153,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         card_window = self.model is not None and self.model.card.preprocess.window is not None
         self.input_panel.show_layer(self.input_layer(), card_window)
         self.post_panel.show_volume_options(self.input_panel.scope.isEnabled())
+        self.clicks.refresh()
 
     # --- running -----------------------------------------------------------------------------------------
     @property
@@ -167,8 +168,8 @@ class SegmentWidget(CheckpointMixin, QWidget):
 
     @property
     def busy(self) -> bool:
-        """True while a checkpoint loads or a segmentation / preview runs."""
-        return self._loading is not None or self._job is not None or self._preview_job is not None
+        """True while a checkpoint loads, a segmentation / preview runs or clicks are being applied."""
+        return self._loading is not None or self._job is not None or self._preview_job is not None or self.clicks.busy
 
     def run(self, layer: Any = None) -> bool:
         """Segment ``layer`` (default: the chosen input); returns False when nothing was started."""
@@ -391,6 +392,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         if self._run is not None:
             self._run.reason = "the widget was closed"
             self._run.cancel.cancel()
+        self.clicks.close()
         self.layers.detach()
         self.settings.sync()
         Session.of(self.viewer).forget(self)

@@ -1,7 +1,7 @@
 """Screenshots of the real napari window for the README walkthrough (``docs/images/*.png``).
 
 Opens napari at 1280×800 with the plugin's sample data, docks the "LLM4Seg" panel through the plugin manifest,
-runs segmentations and a fine-tune, and saves ``viewer.screenshot(canvas_only=False)`` of the shown window.
+runs segmentations, clicks and a fine-tune, and saves ``viewer.screenshot(canvas_only=False)`` of the shown window.
 Needs a display:
 
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/screenshots.py \
@@ -51,6 +51,33 @@ def segment(widget: Any, layer: Any) -> None:
         raise RuntimeError(f"segmentation did not start: {widget.status.text()}")
     wait(lambda: not widget.busy)
     print(f"  {widget.status.text()}")
+
+
+def clicks_shot(viewer: Any, panel: Any, image: Any, truth: Any, out: Path, clicks: int = 2) -> None:
+    """Correct with clicks on the segmented BUSI sample: the clicks the simulated user makes against the expert
+    mask (centre of the largest error), then the Segment tab scrolled to the clicks section."""
+    from PIL import Image
+
+    from llm4seg.interactive import next_click
+
+    ctl = panel.segment.clicks
+    ctl.set_active(True)
+    labels = viewer.layers[f"{image.name} labels"]
+    for _ in range(clicks):
+        click = next_click(labels.data == 1, truth.data > 0)
+        if click is None:
+            break
+        if not ctl.click(image.data_to_world((click.y, click.x)), click.positive):
+            raise RuntimeError(f"the click was not taken: {ctl.panel.status.text()}")
+        wait(lambda: not ctl.busy)
+    print(f"  {ctl.panel.status.text()}")
+    for area in panel.scroll_areas():
+        area.ensureWidgetVisible(ctl.panel)
+    path = shot(viewer, out, "clicks-panel.png")
+    Image.open(path).convert("RGB").save(path, optimize=True)  # no alpha: under 300 KB
+    ctl.set_active(False)
+    for area in panel.scroll_areas():  # the next shots show the top of the tab
+        area.verticalScrollBar().setValue(0)
 
 
 def finetune_shot(viewer: Any, panel: Any, out: Path) -> None:
@@ -122,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         segment(widget, image)
         busi[1].visible = False  # show the model's labels, not the expert mask
         shot(viewer, out, "segment_busi.png")
+        clicks_shot(viewer, llm4seg, image, busi[1], out)
 
         # 2. abdominal CT: the current slice, then the whole volume with post-processing
         for layer in list(viewer.layers):
