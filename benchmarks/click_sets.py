@@ -50,7 +50,11 @@ SETS = {
     "colondb": ClickSet("colondb", "CVC-ColonDB (379, unseen)", "polyp", True),
     "hippocampus": ClickSet("hippocampus", "MSD hippocampus MRI, 3 volumes (unseen)", "gray-start", True),
     "liver": ClickSet("liver", "ircad17 liver CT, held-out z 72-118", "ct-liver", False),
+    # tuning sets (the zoo's validation splits, never trained on): refine's options are chosen here, not above
+    "isic-val": ClickSet("isic-val", "ISIC 2018 zoo validation (100, tuning)", "isic-lesion", False),
+    "clinicdb-val": ClickSet("clinicdb-val", "CVC-ClinicDB zoo validation (100, tuning)", "polyp", False),
 }
+REPORTED = ("busi", "isic", "tg3k", "colondb", "hippocampus", "liver")
 
 
 def _lines(path: Path) -> list[str]:
@@ -77,6 +81,9 @@ def cases(set_name: str, n: int | None = None) -> Iterator[Case]:
     """Up to ``n`` cases of a set (a seeded sample; all when None), with a non-empty target."""
     if set_name == "busi":
         yield from _folder("busi", _sample(_lines(SPLITS / "busi-lesion.val.txt"), n), rgb=False)
+    elif set_name in ("isic-val", "clinicdb-val"):
+        folder = {"isic-val": "isic", "clinicdb-val": "cvc_clinicdb"}[set_name]
+        yield from _folder(folder, _sample(_lines(SPLITS / f"zoo.val.{folder}.txt"), n), rgb=True)
     elif set_name == "isic":
         yield from _folder("isic", _sample(_lines(SPLITS / "isic-lesion.heldout.txt"), n), rgb=True)
     elif set_name == "tg3k":

@@ -24,16 +24,17 @@ import torch
 
 from llm4seg.interactive import Click, iou, next_click, prepare, refine
 
-from .click_sets import SETS, Case, cases
+from .click_sets import REPORTED, SETS, Case, cases
 
 MAX_CLICKS = 20
 ARMS = ("auto", "seeds", "clicks")
-OPTIONAL_ARMS = ("clicks-nozoom",)  # the click model on the whole image at every click (no zoom-in)
+#: the click model on the whole image at every click (no zoom-in); with every click honoured afterwards
+OPTIONAL_ARMS = ("clicks-nozoom", "clicks-honour", "clicks-nozoom-honour")
 REPO = Path(__file__).resolve().parents[1]
 
 
 def session(model, case: Case, method: str | None, max_clicks: int = MAX_CLICKS, stop_at: float = 0.90,
-            zoom: bool = True) -> dict:
+            zoom: bool = True, honour: bool = False) -> dict:
     """IoU after 0..k clicks and the seconds of each ``refine`` call; ``method`` None: no clicks."""
     inp = prepare(case.image, model, z=case.z, window=case.window)
     mask = refine(case.image, model, [], prepared=inp, z=case.z)
@@ -44,7 +45,8 @@ def session(model, case: Case, method: str | None, max_clicks: int = MAX_CLICKS,
             break
         clicks.append(Click(c.y, c.x, c.positive, case.z))
         t0 = time.perf_counter()
-        mask = refine(case.image, model, clicks, previous=mask, prepared=inp, z=case.z, method=method, zoom=zoom)
+        mask = refine(case.image, model, clicks, previous=mask, prepared=inp, z=case.z, method=method, zoom=zoom,
+                      honour=honour)
         times.append(time.perf_counter() - t0)
         ious.append(iou(mask, case.target))
     return {"case": case.name, "ious": ious, "times": times}
@@ -94,7 +96,7 @@ def run(sets: list[str], n: int | None, click_model: str, arms: list[str]) -> di
             for arm in arms:
                 model = click if arm.startswith("clicks") else auto
                 method = {"auto": None, "seeds": "seeds"}.get(arm, "network")
-                per_arm[arm].append(session(model, case, method, zoom=arm != "clicks-nozoom"))
+                per_arm[arm].append(session(model, case, method, zoom="nozoom" not in arm, honour="honour" in arm))
         results[name] = {arm: {**summarise(r), "model": click_model if arm.startswith("clicks") else spec.auto_model,
                                "sessions": r} for arm, r in per_arm.items()}
         print(table({name: results[name]}), flush=True)
@@ -117,13 +119,22 @@ def table(results: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.clicks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="12 cases per set (≤ 10 min on 2 CPU cores)")
-    p.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    p.add_argument("--sets", nargs="+", default=list(REPORTED), choices=list(SETS),
+                   help="sets to run (default: the reported ones; isic-val and clinicdb-val tune refine's options)")
+    p.add_argument("--report", nargs="+", metavar="JSON", help="print one table from earlier result files and stop")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS + OPTIONAL_ARMS))
     p.add_argument("--n", type=int, default=None, help="cases per set (default: all; --quick: 12)")
     p.add_argument("--click-model", default="generalist-clicks", help="a shipped click model or a .safetensors")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(REPO / "bench-results"))
     args = p.parse_args(argv)
+    if args.report:
+        merged: dict = {}
+        for f in args.report:
+            for name, arms in json.loads(Path(f).read_text())["results"].items():
+                merged.setdefault(name, {}).update(arms)
+        print(table(merged))
+        return 0
     torch.set_num_threads(args.threads)
     n = args.n if args.n is not None else (12 if args.quick else None)
     started = time.perf_counter()

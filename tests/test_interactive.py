@@ -203,3 +203,15 @@ def test_zoom_box_frames_the_previous_mask_and_the_clicks():
     assert zoom_box((200, 300), [Click(60, 150)], None) is None  # a first click on an empty mask: whole image
     big = np.ones((200, 300), np.uint8)
     assert zoom_box((200, 300), [Click(5, 5)], big) is None  # the crop would be most of the image
+
+
+def test_honour_clicks_makes_the_mask_agree_with_every_click():
+    from llm4seg.interactive.refine import honour_clicks
+
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:25, 5:25] = 1  # the object
+    mask[30:34, 30:34] = 1  # a false island
+    out = honour_clicks(mask, [Click(32, 32, False), Click(15, 15, False), Click(36, 5)], 2.0)
+    assert out[30:34, 30:34].sum() == 0  # the island goes whole
+    assert out[15, 15] == 0 and out[6, 6] == 1  # inside the object only a disk goes
+    assert out[36, 5] == 1 and out[36, 9] == 0  # a positive click outside adds a disk

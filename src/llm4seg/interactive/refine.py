@@ -96,7 +96,8 @@ def refine(image: np.ndarray, model: Any, clicks: Sequence[Click], previous: np.
     model takes prompts, else ``"seeds"``; ``"network"``; ``"seeds"``), ``prepared`` (a :class:`RefineInput` of
     this image, which keeps the model input and the automatic logits between clicks), ``zoom`` (default True:
     a prompted model refines a crop around the previous mask and the clicks, RITM's zoom-in, so that a
-    128² model sees the object's border at a finer scale; :func:`zoom_box`).
+    128² model sees the object's border at a finer scale; :func:`zoom_box`), ``honour`` (default False: make
+    the mask agree with every click afterwards, :func:`honour_clicks`).
     """
     method = options.get("method", "auto")
     if method not in METHODS:
@@ -124,6 +125,8 @@ def refine(image: np.ndarray, model: Any, clicks: Sequence[Click], previous: np.
     if method == "network":
         crop = zoom_box(inp.hw, clicks, previous) if options.get("zoom", True) and inp.resized else None
         mask = _network(inp, model, names, clicks, previous, None if use_box else box, crop)
+        if options.get("honour", False):
+            mask = honour_clicks(mask, clicks, click_radius(max(inp.model_hw)) * max(inp.hw) / max(inp.model_hw))
     else:
         mask = _seeded(inp, model, clicks, previous)
     return _inside_box(mask, box) if use_box else mask
@@ -166,6 +169,30 @@ def _network(inp: RefineInput, model: Any, names: tuple[str, ...], clicks: Seque
     prompts = prompt_channels(names, moved, prev, box, sub.hw, sub.model_hw, sub.resized)
     out = np.zeros(inp.hw, np.uint8) if previous is None else (np.asarray(previous) > 0).astype(np.uint8)
     out[y0:y1, x0:x1] = sub.full_size(sub.forward(model, prompts))
+    return out
+
+
+def honour_clicks(mask: np.ndarray, clicks: Sequence[Click], radius: float) -> np.ndarray:
+    """``mask`` made to agree with every click: a negative click inside the mask removes its connected part
+    when that part is a side island (under half of the mask, no positive click in it), else a disk of
+    ``radius`` pixels around it; a positive click outside the mask adds such a disk."""
+    from scipy import ndimage
+
+    out = np.asarray(mask).astype(np.uint8).copy()
+    yy, xx = np.ogrid[:out.shape[0], :out.shape[1]]
+    for c in clicks:
+        y, x = int(round(c.y)), int(round(c.x))
+        if not (0 <= y < out.shape[0] and 0 <= x < out.shape[1]) or bool(out[y, x]) == c.positive:
+            continue
+        disk = (yy - c.y) ** 2 + (xx - c.x) ** 2 <= radius * radius
+        if c.positive:
+            out[disk] = 1
+            continue
+        parts, _ = ndimage.label(out)
+        part = parts == parts[y, x]
+        keep = any(p.positive and part[int(round(p.y)), int(round(p.x))] for p in clicks
+                   if 0 <= int(round(p.y)) < out.shape[0] and 0 <= int(round(p.x)) < out.shape[1])
+        out[disk if keep or part.sum() >= 0.5 * out.sum() else part] = 0
     return out
 
 
