@@ -215,3 +215,19 @@ def test_honour_clicks_makes_the_mask_agree_with_every_click():
     assert out[30:34, 30:34].sum() == 0  # the island goes whole
     assert out[15, 15] == 0 and out[6, 6] == 1  # inside the object only a disk goes
     assert out[36, 5] == 1 and out[36, 9] == 0  # a positive click outside adds a disk
+
+
+def test_fine_tuning_a_click_model_keeps_its_prompt_channels():
+    from llm4seg.checkpoint import ModelCard
+    from llm4seg.events import run_to_end
+    from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
+    from llm4seg.preprocess import Preprocessing
+
+    model = add_prompt_channels(tiny_model())
+    model.card = ModelCard(name="tiny-clicks", classes=["background", "disk"], model=model.config.to_dict(),
+                           preprocessing=Preprocessing(size=32).to_dict())
+    pairs = [TrainingPair(*disk_image(32, 32, seed=s), name=f"d{s}") for s in range(3)]
+    outcome = run_to_end(finetune(model, summarise(pairs, model.card.classes), preset_config("quick", steps=3)))
+    assert outcome.model.config.prompts == model.config.prompts
+    image, _ = disk_image(32, 32)
+    assert refine(image, outcome.model, [Click(16, 16)]).shape == image.shape
