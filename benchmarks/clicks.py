@@ -5,8 +5,9 @@ object was missed, negative where it was not there) corrects each image, startin
 of the model in use, with at most 20 clicks, stopping at IoU 0.90. Arms:
 - ``auto``: the set's shipped automatic model alone (no clicks);
 - ``seeds``: the training-free fallback on that model (``refine(method="seeds")``);
-- ``clicks``: the click-conditioned model (``refine`` with prompt channels), from its own automatic mask;
-  ``clicks-nozoom`` (optional): the same without the zoom-in.
+- ``clicks``: the click-conditioned model (``refine`` with prompt channels and its defaults), from its own
+  automatic mask; optional: ``clicks-raw`` (the network's mask as it is, no ``honour_clicks``),
+  ``clicks-zoom`` and ``clicks-zoom-honour`` (RITM's zoom-in, without and with ``honour_clicks``).
 Reports NoC@85 / NoC@90 (clicks to reach IoU 0.85 / 0.90; 0 when the automatic mask already does, 20 when
 never; mean with a bootstrap 95 % interval), Dice after 0, 1, 3 and 5 clicks, and the time of one ``refine``
 call per click (median, p95; the image's model input is prepared once per image, as the panel does).
@@ -28,13 +29,13 @@ from .click_sets import REPORTED, SETS, Case, cases
 
 MAX_CLICKS = 20
 ARMS = ("auto", "seeds", "clicks")
-#: the click model on the whole image at every click (no zoom-in); with every click honoured afterwards
-OPTIONAL_ARMS = ("clicks-nozoom", "clicks-honour", "clicks-nozoom-honour")
+#: the click model's output as it is (no honour_clicks); with RITM's zoom-in, with and without honour_clicks
+OPTIONAL_ARMS = ("clicks-raw", "clicks-zoom", "clicks-zoom-honour")
 REPO = Path(__file__).resolve().parents[1]
 
 
 def session(model, case: Case, method: str | None, max_clicks: int = MAX_CLICKS, stop_at: float = 0.90,
-            zoom: bool = True, honour: bool = False) -> dict:
+            zoom: bool = False, honour: bool = True) -> dict:
     """IoU after 0..k clicks and the seconds of each ``refine`` call; ``method`` None: no clicks."""
     inp = prepare(case.image, model, z=case.z, window=case.window)
     mask = refine(case.image, model, [], prepared=inp, z=case.z)
@@ -83,6 +84,31 @@ def summarise(runs: list[dict]) -> dict:
     return out
 
 
+def click_times(click_model: str, sizes: tuple[int, ...] = (128, 256), clicks: int = 30) -> dict:
+    """Median and p95 milliseconds of one ``refine`` call (a click on the BUSI sample, the image prepared once)
+    with the click model at its own input size and at other sizes (same weights, the card's size changed)."""
+    import dataclasses
+
+    from llm4seg.io import read_image
+    from llm4seg.models import load_model
+
+    image = read_image(REPO / "sample_data" / "busi" / "images" / "benign (100).png").array
+    truth = read_image(REPO / "sample_data" / "busi" / "masks" / "0" / "benign (100).png").array > 0
+    out = {}
+    for size in sizes:
+        model = load_model(click_model, device="cpu")
+        model.card.preprocessing = dataclasses.replace(model.card.preprocess, size=size).to_dict()
+        inp = prepare(image, model)
+        mask, times = refine(image, model, [], prepared=inp), []
+        for k in range(clicks):
+            c = next_click(mask, truth) or Click(10, 10, False)
+            t0 = time.perf_counter()
+            mask = refine(image, model, [c], previous=mask, prepared=inp)
+            times.append(time.perf_counter() - t0)
+        out[size] = {"ms_median": 1e3 * float(np.median(times[3:])), "ms_p95": 1e3 * float(np.percentile(times[3:], 95))}
+    return out
+
+
 def run(sets: list[str], n: int | None, click_model: str, arms: list[str]) -> dict:
     from llm4seg.models import load_model
 
@@ -96,7 +122,8 @@ def run(sets: list[str], n: int | None, click_model: str, arms: list[str]) -> di
             for arm in arms:
                 model = click if arm.startswith("clicks") else auto
                 method = {"auto": None, "seeds": "seeds"}.get(arm, "network")
-                per_arm[arm].append(session(model, case, method, zoom="nozoom" not in arm, honour="honour" in arm))
+                per_arm[arm].append(session(model, case, method, zoom="zoom" in arm,
+                                              honour=arm in ("clicks", "clicks-zoom-honour")))
         results[name] = {arm: {**summarise(r), "model": click_model if arm.startswith("clicks") else spec.auto_model,
                                "sessions": r} for arm, r in per_arm.items()}
         print(table({name: results[name]}), flush=True)
@@ -122,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sets", nargs="+", default=list(REPORTED), choices=list(SETS),
                    help="sets to run (default: the reported ones; isic-val and clinicdb-val tune refine's options)")
     p.add_argument("--report", nargs="+", metavar="JSON", help="print one table from earlier result files and stop")
+    p.add_argument("--times", action="store_true", help="only time one click of the click model at 128² and 256²")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS + OPTIONAL_ARMS))
     p.add_argument("--n", type=int, default=None, help="cases per set (default: all; --quick: 12)")
     p.add_argument("--click-model", default="generalist-clicks", help="a shipped click model or a .safetensors")
@@ -136,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         print(table(merged))
         return 0
     torch.set_num_threads(args.threads)
+    if args.times:
+        for size, t in click_times(args.click_model).items():
+            print(f"{args.click_model} at {size}²: {t['ms_median']:.0f} ms median, {t['ms_p95']:.0f} ms p95 per click")
+        return 0
     n = args.n if args.n is not None else (12 if args.quick else None)
     started = time.perf_counter()
     results = run(args.sets, n, args.click_model, args.arms)

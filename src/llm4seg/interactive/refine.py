@@ -8,6 +8,7 @@ stays as it was.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -94,10 +95,10 @@ def refine(image: np.ndarray, model: Any, clicks: Sequence[Click], previous: np.
     Options: ``z`` (the slice of a volume, when the clicks do not say), ``window`` (CT level, width),
     ``intensity`` (the (low, high) range, to reuse between clicks), ``method`` (``"auto"``: the network when the
     model takes prompts, else ``"seeds"``; ``"network"``; ``"seeds"``), ``prepared`` (a :class:`RefineInput` of
-    this image, which keeps the model input and the automatic logits between clicks), ``zoom`` (default True:
-    a prompted model refines a crop around the previous mask and the clicks, RITM's zoom-in, so that a
-    128² model sees the object's border at a finer scale; :func:`zoom_box`), ``honour`` (default False: make
-    the mask agree with every click afterwards, :func:`honour_clicks`).
+    this image, which keeps the model input and the automatic logits between clicks), ``zoom`` (default False:
+    a prompted model refines a crop around the previous mask and the clicks, RITM's zoom-in; it lowered Dice on
+    the tuning sets, docs/interactive.md; :func:`zoom_box`), ``honour`` (default True: a prompted model's mask
+    is made to agree with every click afterwards, :func:`honour_clicks`).
     """
     method = options.get("method", "auto")
     if method not in METHODS:
@@ -123,9 +124,9 @@ def refine(image: np.ndarray, model: Any, clicks: Sequence[Click], previous: np.
         b = box.ordered()
         clicks = [Click((b.y0 + b.y1) / 2, (b.x0 + b.x1) / 2, True)]
     if method == "network":
-        crop = zoom_box(inp.hw, clicks, previous) if options.get("zoom", True) and inp.resized else None
+        crop = zoom_box(inp.hw, clicks, previous) if options.get("zoom", False) and inp.resized else None
         mask = _network(inp, model, names, clicks, previous, None if use_box else box, crop)
-        if options.get("honour", False):
+        if options.get("honour", True):
             mask = honour_clicks(mask, clicks, click_radius(max(inp.model_hw)) * max(inp.hw) / max(inp.model_hw))
     else:
         mask = _seeded(inp, model, clicks, previous)
@@ -227,7 +228,9 @@ def _seeded(inp: RefineInput, model: Any, clicks: Sequence[Click], previous: np.
     gray = inp.x[0].mean(0).cpu().numpy()
     gray = (gray - gray.min()) / max(1e-6, float(np.ptp(gray)))
     data = np.stack([gray, prob], -1)
-    walked = random_walker(data, seeds, beta=130, mode="cg_j", channel_axis=-1, tol=1e-3) == 1
+    with warnings.catch_warnings():  # cg_j's loose tolerance can leave probabilities a hair outside [0, 1]
+        warnings.simplefilter("ignore", UserWarning)
+        walked = random_walker(data, seeds, beta=130, mode="cg_j", channel_axis=-1, tol=1e-3) == 1
     changed_model = zone & (walked != prior)
     keep = _to_full(changed_model.astype(np.float32), inp) < 0.5
     new = _to_full(walked.astype(np.float32), inp) >= 0.5
