@@ -208,8 +208,6 @@ def _inside_box(mask: np.ndarray, box: Box) -> np.ndarray:
 
 def _seeded(inp: RefineInput, model: Any, clicks: Sequence[Click], previous: np.ndarray | None) -> np.ndarray:
     """The training-free fallback: a random walker near the clicks, the previous mask elsewhere."""
-    from skimage.segmentation import random_walker
-
     logits = inp.forward(model, None)
     prob = torch.sigmoid(logits[0, 0]).cpu().numpy()
     h, w = inp.model_hw
@@ -227,14 +225,28 @@ def _seeded(inp: RefineInput, model: Any, clicks: Sequence[Click], previous: np.
         seeds[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = 1 if positive else 2
     gray = inp.x[0].mean(0).cpu().numpy()
     gray = (gray - gray.min()) / max(1e-6, float(np.ptp(gray)))
-    data = np.stack([gray, prob], -1)
-    with warnings.catch_warnings():  # cg_j's loose tolerance can leave probabilities a hair outside [0, 1]
-        warnings.simplefilter("ignore", UserWarning)
-        walked = random_walker(data, seeds, beta=130, mode="cg_j", channel_axis=-1, tol=1e-3) == 1
+    walked = prior.copy()
+    rows, cols = np.flatnonzero(zone.any(1)), np.flatnonzero(zone.any(0))
+    if len(rows):  # the walk only decides inside the zone: solve it on the zone's box (+1 seeded pixel)
+        y0, y1 = max(0, rows[0] - 1), min(h, rows[-1] + 2)
+        x0, x1 = max(0, cols[0] - 1), min(w, cols[-1] + 2)
+        walked[y0:y1, x0:x1] = _walk(np.stack([gray, prob], -1)[y0:y1, x0:x1], seeds[y0:y1, x0:x1])
     changed_model = zone & (walked != prior)
     keep = _to_full(changed_model.astype(np.float32), inp) < 0.5
     new = _to_full(walked.astype(np.float32), inp) >= 0.5
     return np.where(keep, before, new).astype(np.uint8)
+
+
+def _walk(data: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """Foreground of a random walk on ``data`` (H, W, 2) from ``seeds`` (1 object, 2 background, 0 free)."""
+    from skimage.segmentation import random_walker
+
+    labels = np.unique(seeds[seeds > 0])
+    if len(labels) < 2:  # one kind of seed only: it takes the whole box
+        return np.full(seeds.shape, bool(len(labels)) and labels[0] == 1)
+    with warnings.catch_warnings():  # a walk on a box whose seeds are nearly all one label warns
+        warnings.simplefilter("ignore", UserWarning)
+        return random_walker(data, seeds, beta=130, mode="bf", channel_axis=-1) == 1
 
 
 def _to_model(mask: np.ndarray, inp: RefineInput) -> np.ndarray:
