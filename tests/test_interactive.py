@@ -229,5 +229,7 @@ def test_fine_tuning_a_click_model_keeps_its_prompt_channels():
     pairs = [TrainingPair(*disk_image(32, 32, seed=s), name=f"d{s}") for s in range(3)]
     outcome = run_to_end(finetune(model, summarise(pairs, model.card.classes), preset_config("quick", steps=3)))
     assert outcome.model.config.prompts == model.config.prompts
+    thorough = run_to_end(finetune(model, summarise(pairs, model.card.classes), preset_config("thorough", steps=2)))
+    assert thorough.config.prompts == "clicks"  # trained whole: with simulated clicks
     image, _ = disk_image(32, 32)
     assert refine(image, outcome.model, [Click(16, 16)]).shape == image.shape

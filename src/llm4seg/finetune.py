@@ -316,6 +316,9 @@ def finetune(
                                reason=check.describe())
             return FinetuneOutcome(kept, base_card, len(plan.pairs), plan.n_slices, len(train_set), 0,
                                    dict(plan.pixels), config, check)
+    if trained.config.prompts and config.train == "all" and not config.prompts:
+        config = config.replace(prompts="clicks")  # a click model trained whole keeps learning the clicks
+        yield Log("a click model: the whole network trains with simulated clicks too, so it keeps taking clicks")
     start = copy.deepcopy(trained) if config.blend < 1.0 else None
     events = fit(trained, train_set, val_set, config, cancel)
     result = yield from relay(events, keep=lambda e: not (said and isinstance(e, Log) and e.topic == "no-validation"))
