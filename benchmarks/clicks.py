@@ -6,7 +6,8 @@ of the model in use, with at most 20 clicks, stopping at IoU 0.90. Arms:
 - ``auto``: the set's shipped automatic model alone (no clicks);
 - ``seeds``: the training-free fallback on that model (``refine(method="seeds")``);
 - ``clicks``: the click-conditioned model (``refine`` with prompt channels and its defaults), from its own
-  automatic mask; optional: ``clicks-raw`` (the network's mask as it is, no ``honour_clicks``),
+  automatic mask; optional: ``clicks-on-auto`` (the click model correcting the set's automatic model's mask, as
+  the panel does), ``clicks-raw`` (the network's mask as it is, no ``honour_clicks``),
   ``clicks-zoom`` and ``clicks-zoom-honour`` (RITM's zoom-in, without and with ``honour_clicks``).
 Reports NoC@85 / NoC@90 (clicks to reach IoU 0.85 / 0.90; 0 when the automatic mask already does, 20 when
 never; mean with a bootstrap 95 % interval), Dice after 0, 1, 3 and 5 clicks, and the time of one ``refine``
@@ -29,16 +30,20 @@ from .click_sets import REPORTED, SETS, Case, cases
 
 MAX_CLICKS = 20
 ARMS = ("auto", "seeds", "clicks")
-#: the click model's output as it is (no honour_clicks); with RITM's zoom-in, with and without honour_clicks
-OPTIONAL_ARMS = ("clicks-raw", "clicks-zoom", "clicks-zoom-honour")
+#: the click model correcting the set's automatic model's mask (the panel's way); its output as it is (no honour_clicks); with RITM's zoom-in, with and without honour_clicks
+OPTIONAL_ARMS = ("clicks-on-auto", "clicks-raw", "clicks-zoom", "clicks-zoom-honour")
 REPO = Path(__file__).resolve().parents[1]
 
 
 def session(model, case: Case, method: str | None, max_clicks: int = MAX_CLICKS, stop_at: float = 0.90,
-            zoom: bool = False, honour: bool = True) -> dict:
-    """IoU after 0..k clicks and the seconds of each ``refine`` call; ``method`` None: no clicks."""
+            zoom: bool = False, honour: bool = True, start_model=None) -> dict:
+    """IoU after 0..k clicks and the seconds of each ``refine`` call; ``method`` None: no clicks. The clicks
+    start from ``start_model``'s automatic mask (default: ``model``'s)."""
     inp = prepare(case.image, model, z=case.z, window=case.window)
-    mask = refine(case.image, model, [], prepared=inp, z=case.z)
+    if start_model is not None:
+        mask = refine(case.image, start_model, [], z=case.z, window=case.window)
+    else:
+        mask = refine(case.image, model, [], prepared=inp, z=case.z)
     ious, times, clicks = [iou(mask, case.target)], [], []
     while method is not None and len(clicks) < max_clicks and ious[-1] < stop_at:
         c = next_click(mask, case.target)
@@ -116,15 +121,17 @@ def run(sets: list[str], n: int | None, click_model: str, arms: list[str]) -> di
     click = load_model(click_model, device="cpu") if any(a.startswith("clicks") for a in arms) else None
     for name in sets:
         spec = SETS[name]
-        auto = load_model(spec.auto_model, device="cpu") if {"auto", "seeds"} & set(arms) else None
+        auto = load_model(spec.auto_model, device="cpu") if {"auto", "seeds", "clicks-on-auto"} & set(arms) else None
         per_arm: dict = {a: [] for a in arms}
         for case in cases(name, n):
             for arm in arms:
                 model = click if arm.startswith("clicks") else auto
                 method = {"auto": None, "seeds": "seeds"}.get(arm, "network")
                 per_arm[arm].append(session(model, case, method, zoom="zoom" in arm,
-                                              honour=arm in ("clicks", "clicks-zoom-honour")))
-        results[name] = {arm: {**summarise(r), "model": click_model if arm.startswith("clicks") else spec.auto_model,
+                                              honour=arm in ("clicks", "clicks-on-auto", "clicks-zoom-honour"),
+                                              start_model=auto if arm == "clicks-on-auto" else None))
+        results[name] = {arm: {**summarise(r), "model": (f"{spec.auto_model} → {click_model}" if arm == "clicks-on-auto"
+                                         else click_model if arm.startswith("clicks") else spec.auto_model),
                                "sessions": r} for arm, r in per_arm.items()}
         print(table({name: results[name]}), flush=True)
     return results

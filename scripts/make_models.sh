@@ -199,7 +199,6 @@ if [ "$which" = thyroid ] || [ "$which" = all ]; then
     # from the GPU-trained busi-lesion (gray ultrasound, 256²), with the jitter (docs/models.md)
     INIT="$ULTRASOUND_INIT" EXTRA="--jitter 1 --size 256 --channels 1" specialist thyroid tg3k "thyroid gland" "thyroid gland in ultrasound" "tg3k_test=$DATA/tg3k:$RUNS/tg3k_test.txt"
 fi
-exit 0
 if [ "$which" = clicks ] || [ "$which" = all ]; then
     # the click model: the shipped generalist with zero-weight prompt channels, trained with simulated clicks on
     # the generalist's data (docs/interactive.md); about 95 min on a 2-core CPU
@@ -218,3 +217,4 @@ if [ "$which" = clicks ] || [ "$which" = all ]; then
             "colondb=$RUNS/generalist-clicks.colondb.json" --description "$(cat scripts/cards/generalist-clicks.txt)"
     fi
 fi
+exit 0
