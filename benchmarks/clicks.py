@@ -150,12 +150,33 @@ def table(results: dict) -> str:
     return "\n".join([head, *rows])
 
 
+def plot(results: dict, path: Path) -> None:
+    """Mean IoU after 0..20 clicks, one panel per set, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.0), sharey=True, squeeze=False)
+    for ax, (name, arms) in zip(axes[0], results.items()):
+        for arm, s in arms.items():
+            ax.plot(range(MAX_CLICKS + 1), s["curve"], label=f"{arm} ({s['model']})")
+        ax.set_title(SETS[name].what, fontsize=8)
+        ax.set_xlabel("clicks")
+        ax.axhline(0.85, color="gray", lw=0.5, ls=":")
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0][0].set_ylabel("mean IoU")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.clicks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="12 cases per set (≤ 10 min on 2 CPU cores)")
     p.add_argument("--sets", nargs="+", default=list(REPORTED), choices=list(SETS),
                    help="sets to run (default: the reported ones; isic-val and clinicdb-val tune refine's options)")
     p.add_argument("--report", nargs="+", metavar="JSON", help="print one table from earlier result files and stop")
+    p.add_argument("--plot", metavar="SVG", help="with --report: also plot the IoU curves into this file")
     p.add_argument("--times", action="store_true", help="only time one click of the click model at 128² and 256²")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS + OPTIONAL_ARMS))
     p.add_argument("--n", type=int, default=None, help="cases per set (default: all; --quick: 12)")
@@ -169,6 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, arms in json.loads(Path(f).read_text())["results"].items():
                 merged.setdefault(name, {}).update(arms)
         print(table(merged))
+        if args.plot:
+            plot(merged, Path(args.plot))
         return 0
     torch.set_num_threads(args.threads)
     if args.times:
