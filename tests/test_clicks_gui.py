@@ -41,6 +41,12 @@ def _isolated_settings(tmp_path):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _no_click_model(monkeypatch):
+    """The stand-in model takes the clicks itself (training-free) unless a test names a click model."""
+    monkeypatch.setattr(_clicks_controller, "click_model_for", lambda name: None)
+
+
 @pytest.fixture
 def make_widget(make_napari_viewer, monkeypatch, qtbot):
     """A viewer with the Segment widget docked and ``model`` loaded instead of the default checkpoint."""
