@@ -67,7 +67,11 @@ def clicks_shot(viewer: Any, panel: Any, image: Any, truth: Any, out: Path, clic
         click = next_click(labels.data == 1, truth.data > 0)
         if click is None:
             break
-        if not ctl.click(image.data_to_world((click.y, click.x)), click.positive):
+        taken = ctl.click(image.data_to_world((click.y, click.x)), click.positive)
+        if not taken:  # the first click starts loading the click model: click again once it is there
+            wait(lambda: not ctl.busy)
+            taken = ctl.click(image.data_to_world((click.y, click.x)), click.positive)
+        if not taken:
             raise RuntimeError(f"the click was not taken: {ctl.panel.status.text()}")
         wait(lambda: not ctl.busy)
     print(f"  {ctl.panel.status.text()}")
