@@ -12,7 +12,8 @@ import numpy as np
 from llm4seg.events import CancelToken
 from llm4seg.interactive import Click, RefineInput, iter_propagate, prepare, refine
 from llm4seg.jobs import pick_device
-from llm4seg.preprocess import Preprocessing, intensity_range
+from llm4seg.interactive.refine import model_prep
+from llm4seg.preprocess import intensity_range
 
 from ._layers import slice_digests
 
@@ -38,9 +39,7 @@ def refine_job(image: Any, model: Any, clicks: list[Click], previous: np.ndarray
     start = time.perf_counter()
     if prepared is None:
         if intensity is None:
-            card = getattr(model, "card", None)
-            prep = card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels)
-            intensity = intensity_range(np.asarray(image), prep, window)
+            intensity = intensity_range(np.asarray(image), model_prep(model), window)
         prepared = prepare(image, model, z=z, intensity=intensity)
     mask = refine(image, model, clicks, previous=previous, prepared=prepared, z=z)
     return Refined(mask, prepared, intensity, 1000 * (time.perf_counter() - start))

@@ -14,9 +14,9 @@ import numpy as np
 from scipy import ndimage
 
 from ..events import Cancelled, Progress, is_cancelled
-from ..preprocess import Preprocessing, intensity_range
+from ..preprocess import intensity_range
 from .clicker import iou
-from .refine import prepare, refine, takes_prompts
+from .refine import model_prep, prepare, refine, takes_prompts
 
 __all__ = ["iter_propagate", "VANISH", "JUMP"]
 
@@ -39,9 +39,7 @@ def iter_propagate(volume: np.ndarray, model: Any, z: int, mask: np.ndarray, *, 
     """Propagate ``mask`` (the corrected slice ``z`` of ``volume``) up and down; yields ``Progress`` per slice
     and returns {slice: mask} for the slices it filled (not ``z`` itself), or None when cancelled."""
     volume = np.asarray(volume)
-    card = getattr(model, "card", None)
-    prep = card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels)
-    lo_hi = intensity_range(volume, prep, window)
+    lo_hi = intensity_range(volume, model_prep(model), window)
     start_area = max(1, int(np.count_nonzero(mask)))
     n = volume.shape[0]
     budget = n if max_slices is None else max_slices

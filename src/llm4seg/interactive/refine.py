@@ -31,12 +31,17 @@ def takes_prompts(model: Any) -> bool:
     return bool(getattr(model.config, "prompts", ()))
 
 
+def model_prep(model: Any) -> Preprocessing:
+    """The model card's preprocessing, or the plain one for the model's channels when it has no card."""
+    card = getattr(model, "card", None)
+    return card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels)
+
+
 class RefineInput:
     """One 2D image as the model sees it, kept between clicks: raw slice, model input and automatic logits."""
 
     def __init__(self, image2d: np.ndarray, model: Any, lo: float, hi: float) -> None:
-        card = getattr(model, "card", None)
-        self.prep: Preprocessing = card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels)
+        self.prep = model_prep(model)
         self.image, self.lo, self.hi = image2d, lo, hi
         self.hw = tuple(image2d.shape[:2])
         self.model_hw = model_hw(self.hw, self.prep)
@@ -65,9 +70,7 @@ def prepare(image: np.ndarray, model: Any, *, z: int | None = None, window: tupl
     """The :class:`RefineInput` of a 2D image, or of slice ``z`` of a volume (intensities of the whole volume)."""
     image = np.asarray(image)
     layout = image_layout(image)
-    card = getattr(model, "card", None)
-    prep = card.preprocess if card is not None else Preprocessing(channels=model.config.in_channels)
-    lo, hi = intensity if intensity is not None else intensity_range(image, prep, window)
+    lo, hi = intensity if intensity is not None else intensity_range(image, model_prep(model), window)
     if layout.startswith("3d"):
         if z is None:
             raise ValueError("a volume needs the slice to refine: give z, or clicks with z")
