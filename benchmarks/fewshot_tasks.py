@@ -107,12 +107,12 @@ def _ircad(structure: str) -> Callable[[], list]:
     return volumes
 
 
-def _hippocampus(count: int = 3) -> list:
+def _hippocampus(count: int = 3, first: int = 0) -> list:
     from llm4seg.io import read_image
 
     root = DATA / "hippocampus"
     out = []
-    for name in _names(root)[:count]:
+    for name in _names(root)[first:first + count]:
         image = read_image(root / "images" / f"{name}.nii.gz").array
         labels = read_image(root / "labels" / f"{name}.nii.gz").array
         out.append((name, image, (np.rint(labels) > 0).astype(np.uint8), None))

@@ -2,11 +2,13 @@
 the words for its outcome."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from typing import Any, Generator
 
 import numpy as np
 
+from llm4seg.anchor import KEEP
 from llm4seg.events import CancelToken, Log
 from llm4seg.finetune import FinetuneOutcome, TrainingPair, finetune, finetuned_card, summarise
 from llm4seg.models import DEFAULT_NAME, GRAY_MODELS, find_entry
@@ -55,16 +57,18 @@ def _base_and_prep(base: Any, window: tuple[float, float] | None,
 
 def finetune_job(base: Any, base_name: str, pairs: list[TrainingPair], z_range: tuple[int, int] | None,
                  config: TrainConfig, val_fraction: float | None, window: tuple[float, float] | None,
-                 cancel: CancelToken) -> Generator[Any, None, FinetuneOutcome | None]:
+                 cancel: CancelToken, keep: float = KEEP) -> Generator[Any, None, FinetuneOutcome | None]:
     """Load the shipped ``base_name`` when there is no base, check the pairs against its classes, fine-tune a
-    copy."""
+    copy. ``outcome.seconds`` counts everything from the job's start (loading the model included)."""
+    started = time.perf_counter()
     base, prep = yield from _base_and_prep(base, window, base_name)
     plan = summarise(pairs, base.card.classes, z_range=z_range)
     if not plan.ok:
         raise NothingToLearn(plan.reason())
-    outcome = yield from finetune(base, plan, config, prep=prep, val_fraction=val_fraction, cancel=cancel)
+    outcome = yield from finetune(base, plan, config, prep=prep, val_fraction=val_fraction, keep=keep, cancel=cancel)
     if outcome is not None:
         outcome.model.card = finetuned_card(outcome, base=base_name)
+        outcome.seconds = time.perf_counter() - started
     return outcome
 
 
@@ -76,13 +80,20 @@ def outcome_text(outcome: FinetuneOutcome) -> tuple[str, str]:
     kept = f"the best (step {r.best_step})" if r.best_step and outcome.config.select == "best" else "the last"
     what = {"done": "Fine-tuned", "cancelled": "Cancelled after", "failed": "Stopped after"}[r.status]
     n = outcome.train_items + outcome.val_items
-    text = f"{what} {r.steps}/{r.total_steps} steps in {r.seconds:.0f} s{'; ' + metrics if metrics else ''}."
+    waited = max(outcome.seconds, r.seconds)
+    text = (f"{what} {r.steps}/{r.total_steps} steps in {waited:.0f} s (training {r.seconds:.0f} s)"
+            f"{'; ' + metrics if metrics else ''}.")
     held = (f"{outcome.val_items} held out (their Dice measures those {outcome.val_items} only)"
             if outcome.val_items else "none held out")
     info = (f"{text} Trained on {outcome.train_items} of {n} slice(s), {held}; {kept} weights are kept. "
             "The Segment widget keeps its model until 'Use now'.")
     if outcome.check is not None:
         info += f" Checked first: {outcome.check.describe()}."
+    if outcome.change is not None:
+        info += f" Afterwards, {outcome.change.describe()}."
+    if outcome.drastic:
+        info = (f"Careful: {outcome.change.describe()}. That is rarely what a few corrections mean: the Segment "
+                f"widget keeps the model you started from; 'Use anyway' hands the new one over. {text}")
     return text, info
 
 

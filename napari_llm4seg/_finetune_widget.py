@@ -93,6 +93,7 @@ class FineTuneWidget(ResultActions, QWidget):
         for signal in (self.options.preset.currentIndexChanged, self.options.steps.valueChanged,
                        self.options.lr.valueChanged, self.options.part.currentIndexChanged,
                        self.options.augment.currentIndexChanged, self.options.check.toggled,
+                       self.options.hold.toggled,
                        self.options.start.currentIndexChanged,
                        self.options.val.currentIndexChanged):
             signal.connect(self._store_options)
@@ -228,7 +229,7 @@ class FineTuneWidget(ResultActions, QWidget):
         unfreeze = partial(_workers.unfreeze_gc, _workers.freeze_gc())
         self._job = _workers.start(
             finetune_job, model, name, pairs, self.pairs_panel.z_range(), config, self.options.val_fraction(),
-            window, run.cancel, connect={"yielded": self._on_event, "returned": self._on_done,
+            window, run.cancel, self.options.keep(), connect={"yielded": self._on_event, "returned": self._on_done,
                                          "errored": self._on_error, "finished": [self._on_finished, unfreeze]})
         self._update_buttons()
         return True
@@ -269,7 +270,7 @@ class FineTuneWidget(ResultActions, QWidget):
         elif isinstance(event, Log):
             if event.topic == "no-validation":
                 self.plot.show_no_validation(True)
-            if event.level == "warning":  # e.g. no validation, a smaller batch or the CPU after out of memory
+            if event.level == "warning" and event.topic != "change-check":  # said when the run ends; e.g. no validation, a smaller batch or the CPU after out of memory
                 show_warning(f"LLM4Seg fine-tune: {event.text}.")
             self.bar.set_status(event.text)
         elif isinstance(event, Failed):
@@ -290,15 +291,21 @@ class FineTuneWidget(ResultActions, QWidget):
                 show_error(f"LLM4Seg fine-tune: {failed}")
                 self.bar.set_status(failed, problem=True)
                 return
+            self.bar.set_progress(0, 1)
             self.bar.set_status("Fine-tuning cancelled before the first step: the model is unchanged.")
             show_info("LLM4Seg fine-tune cancelled before the first step; nothing changed.")
             return
         self.outcome, self.saved_path = outcome, None
         text, info = outcome_text(outcome)
         self.result_panel.info.setText(info)
+        self.use_button.setText("Use anyway" if outcome.drastic else "Use now")
         if failed:
             show_error(f"LLM4Seg fine-tune: {failed}")
             self.bar.set_status(failed, problem=True)
+        elif outcome.drastic:
+            show_warning(f"LLM4Seg fine-tune: {outcome.change.describe()}; the Segment widget keeps its model.")
+            self.bar.set_status(f"{text} The mask changed drastically outside your corrections: see below.",
+                                problem=True)
         else:
             self.bar.set_status(f"{text} The new weights are offered below.")
             show_info(f"LLM4Seg: {text}")

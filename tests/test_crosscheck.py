@@ -68,6 +68,10 @@ def test_the_start_is_kept_only_when_fine_tuning_loses_more_than_the_margin():
     d = small.to_dict()
     assert d["kept"] == "fine-tuned" and d["items"] == 4 and d["per_item"][1] == [0.8, 0.6]
     assert "0.762 after (-0.038 ± 0.069)" in small.describe()
+    # slices of a volume are pooled: a tip slice of 50 pixels that the copies lose counts for its 50 pixels
+    tip = CheckResult(2, (0.95, 0.95, 0.2), (0.97, 0.97, 0.0), weights=(5000.0, 5000.0, 50.0))
+    assert tip.difference[0] > 0 > CheckResult(2, tip.start, tip.finetuned).difference[0]
+    assert tip.to_dict()["pooled"] and not tip.keep_start
 
 
 def shifted(mask: np.ndarray, by: int = 10) -> np.ndarray:

@@ -423,3 +423,37 @@ def test_a_bad_pair_is_left_out_not_blocking(make_widgets):
     assert plan.ok and len(plan.pairs) == 1 and plan.pairs[0].name.startswith("img0 labels")
     text = ft.pairs_panel.summary.text()
     assert "Will train on 1 pair" in text and "label value 3" in text and "left out" in text
+
+
+def test_a_fine_tune_that_erases_the_rest_of_the_volume_is_said_and_not_handed_over(make_widgets, qtbot, notes):
+    """Three corrected slices at an organ's ends: held near the start, the new model is offered as usual;
+    without the hold it erases the organ elsewhere, and the panel says so and offers it only 'anyway'."""
+    from _factories import organ_volume
+
+    image, mask = organ_volume()
+    start = trained_tiny([TrainingPair(image[z], mask[z], f"z{z}") for z in range(0, 24, 2)])
+    viewer, seg, ft = make_widgets(start)
+    viewer.add_image(image, name="organ")
+    assert seg.run(viewer.layers["organ"])
+    qtbot.waitUntil(lambda: not seg.busy, timeout=TIMEOUT)
+    out = viewer.layers["organ labels"]
+    zs = np.flatnonzero(mask.reshape(24, -1).any(1))
+    for z in (zs[0], zs[-1]):  # the user erases the organ's two end slices
+        zz, yy, xx = np.nonzero(out.data[z:z + 1])
+        out.data_setitem((zz + z, yy, xx), 0)
+    yy, xx = np.nonzero(out.data[zs[1]])
+    far = (yy != 16) | (xx != 16)  # and shrinks the next one to a one-pixel tip
+    out.data_setitem((np.full(far.sum(), zs[1]), yy[far], xx[far]), 0)
+    qtbot.waitUntil(lambda: len(ft.pairs_panel.pairs()) == 1, timeout=TIMEOUT)
+    set_steps(ft, 100, preset="quick")
+    ft.options.part.setCurrentIndex(ft.options.part.findData("all"))
+    ft.options.lr.setValue(1e-2)
+    ft.options.hold.setChecked(False)
+    train(qtbot, ft)
+    assert ft.outcome.drastic and ft.use_button.text() == "Use anyway" and ft.use_button.isEnabled()
+    assert ft.result_panel.info.text().startswith("Careful: the mask changed drastically outside your corrections")
+    assert any(sev == "warning" and "changed drastically" in msg for sev, msg in notes()) and seg.model is start
+    ft.options.hold.setChecked(True)
+    train(qtbot, ft)
+    assert not ft.outcome.drastic and ft.use_button.text() == "Use now"
+    assert "Afterwards, outside your corrections" in ft.result_panel.info.text()

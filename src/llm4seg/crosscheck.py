@@ -32,7 +32,7 @@ from .preprocess import logits_to_labels
 from .train.metrics import confusion_counts, scores
 
 __all__ = ["CheckResult", "check_folds", "fold_items", "cross_check", "item_dice", "CHECK_FOLDS", "MARGIN", "MIN_ITEMS",
-           "NOTHING_TO_KEEP", "SMALL_FOLDS"]
+           "NOTHING_TO_KEEP", "SMALL_FOLDS", "check_against_start"]
 
 CHECK_FOLDS = 2  # the folds the Fine-tune widget's check uses
 MARGIN = 0.05  # Dice the check's copies may lose before the start is kept (see the module docstring)
@@ -52,11 +52,14 @@ NOTHING_TO_KEEP = 0.2
 @dataclass(frozen=True)
 class CheckResult:
     """Per-item Dice of the start and of the fine-tuned copies on held-out labelled items; with no copies
-    (``finetuned`` empty, ``folds`` 0), the start's Dice on every labelled item, too low to be worth keeping."""
+    (``finetuned`` empty, ``folds`` 0), the start's Dice on every labelled item, too low to be worth keeping.
+    ``weights`` (slices of volumes): each slice's labelled object pixels, so that means are pooled over the
+    volume as its Dice is (a slice at the organ's tip counts for its few pixels); empty: every item counts once."""
 
     folds: int
     start: tuple[float, ...]
     finetuned: tuple[float, ...]
+    weights: tuple[float, ...] = ()
 
     @property
     def items(self) -> int:
@@ -67,22 +70,31 @@ class CheckResult:
         """Copies were fine-tuned and scored (False: the start had nothing to keep)."""
         return bool(self.finetuned)
 
+    def _w(self) -> np.ndarray:
+        w = np.asarray(self.weights, float) if self.weights else np.ones(self.items)
+        return w if w.sum() > 0 else np.ones(self.items)
+
     @property
     def start_dice(self) -> float:
-        return float(np.mean(self.start))
+        return float(np.average(self.start, weights=self._w()))
 
     @property
     def finetuned_dice(self) -> float:
-        return float(np.mean(self.finetuned)) if self.ran else float("nan")
+        return float(np.average(self.finetuned, weights=self._w())) if self.ran else float("nan")
 
     @property
     def difference(self) -> tuple[float, float]:
-        """Mean per-item difference (fine-tuned - start) and its standard error (0, 0 when no copies ran)."""
+        """Mean per-item difference (fine-tuned - start, weighted by ``weights``) and its standard error (0, 0
+        when no copies ran)."""
         if not self.ran:
             return 0.0, 0.0
-        d = np.asarray(self.finetuned) - np.asarray(self.start)
-        se = float(np.std(d, ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0
-        return float(d.mean()), se
+        d, w = np.asarray(self.finetuned) - np.asarray(self.start), self._w()
+        mean = float(np.average(d, weights=w))
+        if len(d) < 2:
+            return mean, 0.0
+        n_eff = w.sum() ** 2 / (w ** 2).sum()  # Kish's effective sample size
+        var = float(np.average((d - mean) ** 2, weights=w)) * n_eff / max(1.0, n_eff - 1)
+        return mean, float(np.sqrt(var / n_eff))
 
     @property
     def keep_start(self) -> bool:
@@ -100,7 +112,8 @@ class CheckResult:
 
     def to_dict(self) -> dict[str, Any]:
         mean, se = self.difference
-        return {"folds": self.folds, "items": self.items, "ran": self.ran, "start_dice": round(self.start_dice, 4),
+        return {"folds": self.folds, "items": self.items, "ran": self.ran, "pooled": bool(self.weights),
+                "start_dice": round(self.start_dice, 4),
                 "finetuned_dice": round(self.finetuned_dice, 4), "difference": round(mean, 4), "se": round(se, 4),
                 "kept": "start" if self.keep_start else "fine-tuned",
                 "per_item": [[round(a, 4), round(b, 4)] for a, b in zip(self.start, self.finetuned)]}
@@ -157,13 +170,16 @@ def cross_check(start: torch.nn.Module, data: SliceSet, config: TrainConfig, fol
     if float(np.mean(first)) < NOTHING_TO_KEEP:
         return CheckResult(0, tuple(first), ())
     total = folds * config.total_steps(len(data) - len(groups[0]))
-    before, after = [], []
+    units, _ = _items(data)
+    pixels = (data.labels.reshape(len(data), -1) > 0).sum(1).tolist() if len(units) < len(data) else None
+    before, after, weights = [], [], []
     offset = 0
     for f, held in enumerate(groups):
         out = set(held)
         train_set = data.subset([i for i in range(len(data)) if i not in out])
         held_set = data.subset(held)
         before += [first[i] for i in held]
+        weights += [float(pixels[i]) for i in held] if pixels is not None else []
         copy_model = copy.deepcopy(start)
         steps = config.total_steps(len(train_set))
         fold_config = config.replace(select="last", val_every=steps, seed=config.seed + 1000 * (f + 1))
@@ -175,7 +191,7 @@ def cross_check(start: torch.nn.Module, data: SliceSet, config: TrainConfig, fol
                 yield Log(f"the check against the start stopped ({result.reason}); fine-tuning without it", "warning")
             return None
         after += item_dice(copy_model, held_set, device)
-    return CheckResult(folds, tuple(before), tuple(after))
+    return CheckResult(folds, tuple(before), tuple(after), tuple(weights))
 
 
 def item_dice(model: torch.nn.Module, data: SliceSet, device: torch.device, batch: int = 8) -> list[float]:
@@ -202,3 +218,24 @@ def _as_check_step(offset: int, total: int, fold: int, folds: int) -> Any:
                         f"{event.total}", phase="checking")
 
     return relabel
+
+
+def check_against_start(model: torch.nn.Module, data: SliceSet, config: TrainConfig,
+                 cancel: Any) -> Generator[Any, None, CheckResult | None]:
+    """:func:`cross_check` with its outcome said in a log line (what the fine-tuning job runs)."""
+    check = yield from cross_check(model, data, config, config.crosscheck, cancel)
+    if check is None:
+        if not is_cancelled(cancel):
+            fewest = max(MIN_ITEMS, config.crosscheck)
+            what = (f"{fewest} labelled slices of a volume or {config.crosscheck_images} separate images"
+                    if config.crosscheck_images < fewest else f"{fewest} labelled images/slices")
+            yield Log(f"fewer than {what}: fine-tuning without checking it against the start (folds of so few "
+                      "items say little)")
+        return None
+    if check.keep_start:
+        yield Log(f"{check.describe()}: fine-tuning made held-out items worse, so the model you started from is "
+                  "kept. Label more (or more varied) images, or try the thorough preset", "warning",
+                  topic="kept-start")
+    else:
+        yield Log(f"{check.describe()}{':' if check.ran else ';'} fine-tuning on all of them")
+    return check

@@ -14,6 +14,7 @@ the label arrays it is given.
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Generator, Sequence
 
@@ -21,8 +22,10 @@ import numpy as np
 import torch
 
 from .adapt import blend_weights, expand_to_rgb, recalibrate_batchnorm
+from .anchor import KEEP, ChangeReport, Context, build_context, change_check, with_context
 from .checkpoint import ModelCard
-from .crosscheck import MIN_ITEMS, CheckResult, cross_check
+from .crosscheck import CheckResult, check_against_start
+from .device import resolve_device
 from .events import Log, is_cancelled, relay
 from .finetune_rules import (
     COLOUR_MIN_ITEMS, MIN_VAL_ITEMS, NO_VALIDATION, colour_config, colour_size, image_config, learns_colour,
@@ -194,10 +197,17 @@ class FinetuneOutcome:
     pixels: dict[str, int]
     config: TrainConfig
     check: CheckResult | None = None
+    change: ChangeReport | None = None
+    seconds: float = 0.0  # everything the caller waited for: preparing, the check, training, the change check
 
     @property
     def model(self) -> torch.nn.Module:
         return self.result.model
+
+    @property
+    def drastic(self) -> bool:
+        """The change check found the mask changed drastically outside the corrections."""
+        return self.change is not None and self.change.drastic
 
     @property
     def kept_start(self) -> bool:
@@ -272,6 +282,8 @@ def finetune(
     prep: Preprocessing | None = None,
     val_fraction: float | None = None,
     expand_rgb: bool = True,
+    keep: float = KEEP,
+    context: Sequence[Any] = (),
     cancel: Any = None,
 ) -> Generator[Any, None, FinetuneOutcome | None]:
     """Train a copy of ``model`` on ``plan`` (see :func:`summarise`); yields the events of
@@ -282,9 +294,15 @@ def finetune(
     preset may re-estimate BatchNorm statistics on the user's slices. ``val_fraction`` None holds out
     items only from :data:`MIN_VAL_ITEMS` labelled items on (see :func:`validation_fraction`); with the
     presets' ``select="last"`` the held-out Dice is reported, never used to pick weights.
-    Raises ``NothingToLearn`` when the plan has nothing usable."""
+
+    The user's other slices (of each volume, away from the corrected ones) and the unlabelled 2D images in
+    ``context`` hold the model near the start: half of them, labelled with the start's prediction, train as
+    a share ``keep`` of the samples (0: off), the other half is segmented by the start and the new model
+    afterwards (:func:`llm4seg.anchor.change_check`, ``outcome.change``; ``outcome.drastic`` when the mask
+    changed drastically there). Raises ``NothingToLearn`` when the plan has nothing usable."""
     if not plan.ok:
         raise NothingToLearn(plan.reason() or "nothing to learn from")
+    started = time.perf_counter()
     base_card = getattr(model, "card", None)
     prepared = yield from prepare(model, plan, config, prep=prep, expand_rgb=expand_rgb, cancel=cancel)
     if prepared is None:
@@ -308,46 +326,43 @@ def finetune(
         yield Log(NO_VALIDATION, "warning" if len(data) < 2 else "info", topic="no-validation")
     check = None
     if config.crosscheck:
-        check = yield from _check_start(trained, train_set, config, cancel)
+        check = yield from check_against_start(trained, train_set, config, cancel)
         if is_cancelled(cancel):
             return None
         if check is not None and check.keep_start:
             kept = TrainResult(model=trained, status="done", steps=0, total_steps=0, best_step=None, metrics={},
                                reason=check.describe())
             return FinetuneOutcome(kept, base_card, len(plan.pairs), plan.n_slices, len(train_set), 0,
-                                   dict(plan.pixels), config, check)
+                                   dict(plan.pixels), config, check, seconds=time.perf_counter() - started)
+    anchor = yield from _context(trained, plan, data.prep, config, keep, context, cancel)
+    if is_cancelled(cancel):
+        return None
     if trained.config.prompts and config.train == "all" and not config.prompts:
         config = config.replace(prompts="clicks")  # a click model trained whole keeps learning the clicks
         yield Log("a click model: the whole network trains with simulated clicks too, so it keeps taking clicks")
     start = copy.deepcopy(trained) if config.blend < 1.0 else None
-    events = fit(trained, train_set, val_set, config, cancel)
+    events = fit(trained, with_context(train_set, anchor.distilled, keep), val_set, config, cancel)
     result = yield from relay(events, keep=lambda e: not (said and isinstance(e, Log) and e.topic == "no-validation"))
     if start is not None and result is not None and result.model is not None:
         blend_weights(start, result.model, config.blend)
         yield Log(f"weights blended: {config.blend:g} of the way from the start to the trained ones")
+    change = None
+    if anchor.checked is not None and result.status == "done" and result.steps:
+        change = change_check(result.model, anchor.checked, resolve_device(config.device))
+        yield Log(change.describe(), "warning" if change.drastic else "info", topic="change-check")
     return FinetuneOutcome(result, base_card, len(plan.pairs), plan.n_slices, len(train_set),
-                           len(val_set) if val_set is not None else 0, dict(plan.pixels), config, check)
+                           len(val_set) if val_set is not None else 0, dict(plan.pixels), config, check, change,
+                           seconds=time.perf_counter() - started)
 
 
-def _check_start(model: torch.nn.Module, data: SliceSet, config: TrainConfig,
-                 cancel: Any) -> Generator[Any, None, CheckResult | None]:
-    """:func:`llm4seg.crosscheck.cross_check` with its outcome said in a log line."""
-    check = yield from cross_check(model, data, config, config.crosscheck, cancel)
-    if check is None:
-        if not is_cancelled(cancel):
-            fewest = max(MIN_ITEMS, config.crosscheck)
-            what = (f"{fewest} labelled slices of a volume or {config.crosscheck_images} separate images"
-                    if config.crosscheck_images < fewest else f"{fewest} labelled images/slices")
-            yield Log(f"fewer than {what}: fine-tuning without checking it against the start (folds of so few "
-                      "items say little)")
-        return None
-    if check.keep_start:
-        yield Log(f"{check.describe()}: fine-tuning made held-out items worse, so the model you started from is "
-                  "kept. Label more (or more varied) images, or try the thorough preset", "warning",
-                  topic="kept-start")
-    else:
-        yield Log(f"{check.describe()}{':' if check.ran else ';'} fine-tuning on all of them")
-    return check
+def _context(trained: torch.nn.Module, plan: PairPlan, prep: Preprocessing, config: TrainConfig, keep: float,
+             images: Sequence[Any], cancel: Any) -> Generator[Any, None, Context]:
+    """:func:`llm4seg.anchor.build_context` with a log line saying what holds the model near its start."""
+    anchor = build_context(trained, plan, prep, resolve_device(config.device), images=images, cancel=cancel)
+    if anchor.distilled is not None and keep > 0:
+        yield Log(f"holding the model near its start on {len(anchor.distilled)} of your other slices/images "
+                  f"(the start's masks there train as {keep:.0%} of the samples)")
+    return anchor
 
 
 def finetuned_card(outcome: FinetuneOutcome, base: str = "", name: str | None = None) -> ModelCard:
