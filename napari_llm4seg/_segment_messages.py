@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from llm4seg.device import is_oom
+from llm4seg.modality import model_hint
 from llm4seg.models import COLOUR_MODELS, GRAY_MODELS, recommend
 from llm4seg.oom import OutOfMemory
 from llm4seg.preprocess import colour_is_gray, looks_like_ct
@@ -66,6 +67,15 @@ def shape_changed(source: str) -> str:
             "Segment it again.")
 
 
+def layer_hint(layer: Any, model: Any) -> tuple[str, bool]:
+    """The Model section's hint line for an input layer and the model in use: (text, whether the model fits)."""
+    data = getattr(layer, "data", None)
+    if not isinstance(data, np.ndarray) or model is None:
+        return "", True
+    hint = model_hint(data, bool(getattr(layer, "rgb", False)), model.card.name)
+    return hint.text, hint.fits
+
+
 def modality_hint(source: str, image: Any, card: Any, window: Any, rgb: bool = False) -> str | None:
     """A warning when a CT volume (Hounsfield units) meets a model that was not trained on CT, or the reverse,
     or a colour image meets a 1-channel model (the shipped model to switch to is named, never switched to)."""
@@ -74,9 +84,10 @@ def modality_hint(source: str, image: Any, card: Any, window: Any, rgb: bool = F
     if rgb and colour_is_gray(image):
         rgb = False  # gray data stored as colour (equal red, green and blue): a gray image for every purpose
     if rgb and card.preprocess.channels == 1:
-        found = recommend(image, rgb=True)
-        named = " or ".join(f"'{name}' ({why.removeprefix('RGB, ')})" for name, why in found)
-        other = f"Choose {named} in the Model box to use colour, or fine-tune" if found else "Fine-tune"
+        best = model_hint(image, True, card.name)
+        shipped = {name for name, _ in recommend(image, rgb=True)}
+        other = (f"Choose '{best.model}' ({best.modality}) in the Model box to use colour, or fine-tune"
+                 if best.model in shipped else "Fine-tune")
         return (f"LLM4Seg: {source!r} is a colour image, but the model {card.name!r} takes one gray channel, so "
                 f"colour is converted to gray. {other} on a few labelled images: fine-tuning on colour images "
                 "turns the model into an RGB one.")

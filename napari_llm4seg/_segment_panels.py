@@ -59,6 +59,11 @@ class ModelPanel(QGroupBox):
         )
         self.checkpoint.activated.connect(self._on_activated)
         form.addRow("Checkpoint", self.checkpoint)
+        self.hint = QLabel("")
+        self.hint.setWordWrap(True)
+        self.hint.setToolTip("The kind of image the input looks like and the shipped model trained on that kind "
+                             "(llm4seg.modality). A hint: the model in use is never switched for you.")
+        form.addRow(self.hint)
         self.device = QComboBox()
         self.device.setToolTip(
             "Where the network runs: auto picks CUDA > MPS > CPU. If the chosen device is unavailable or runs out "
@@ -85,6 +90,12 @@ class ModelPanel(QGroupBox):
         self._full_card = ""
         form.addRow(self.card)
         form.addRow("", self.details)
+
+    def show_hint(self, text: str, fits: bool) -> None:
+        """The model hint line: plain when the model in use fits the image, highlighted when another does."""
+        self.hint.setText(text)
+        self.hint.setStyleSheet("" if fits else _WARN_STYLE)
+        self.hint.setVisible(bool(text))
 
     def set_choices(self, names: list[str], recent: list[str], current: str) -> None:
         """Fill the checkpoint list: names, then recent files, then Browse…; select ``current``."""

@@ -154,6 +154,11 @@ class SegmentWidget(CheckpointMixin, QWidget):
         self.input_panel.show_layer(self.input_layer(), card_window)
         self.post_panel.show_volume_options(self.input_panel.scope.isEnabled())
         self.clicks.refresh()
+        self.update_hint()
+
+    def update_hint(self) -> None:
+        """The Model section's hint: which shipped model fits the input image, and whether the one in use does."""
+        self.model_panel.show_hint(*msg.layer_hint(self.input_layer(), self.model))
 
     # --- running -----------------------------------------------------------------------------------------
     @property
@@ -284,6 +289,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         source = run.source() if run is not None else None
         if run is None or outcome.result is None:
             why = run.reason if run is not None and run.reason else "cancelled"
+            self.bar.set_progress(0, 1)  # no bar left half-way after a cancel
             self._set_status(f"Segmentation stopped ({why}): nothing was written.")
             notify = show_warning if run is not None and run.reason else show_info
             notify(f"LLM4Seg: segmentation stopped ({why}); nothing was written.")

@@ -165,7 +165,7 @@ def test_cancel_mid_run_leaves_no_layer(make_widget, qtbot, notes):
     qtbot.waitUntil(lambda: not widget.busy, timeout=TIMEOUT)
     assert model.batches < 6  # 24 slices in batches of 4: stopped within one batch
     assert labels_layers(viewer) == [] and "nothing was written" in widget.status.text()
-    assert widget.run_button.isEnabled()
+    assert widget.run_button.isEnabled() and widget.bar.progress_bar.value() == 0  # the bar is reset
 
 
 def test_removing_the_input_while_running_cancels(make_widget, qtbot, notes):
@@ -377,3 +377,14 @@ def test_volume_only_controls_hide_for_2d_images(make_widget, qtbot):
     assert post.mode.isVisible() and inp.scope.isEnabled() and not inp._dash.isVisible()
     inp.scope.setCurrentIndex(inp.scope.findData("range"))
     assert inp._dash.isVisible() and inp.z0.isVisible()
+
+
+def test_the_model_hint_line_follows_the_input_layer(make_widget):
+    viewer, widget = make_widget(ThresholdModel())
+    frame = np.zeros((60, 70, 3), np.uint8)
+    frame[8:52, 10:60] = (190, 70, 50)  # a colonoscopy frame: black border, red mucosa
+    viewer.add_image(frame, name="frame", rgb=True)
+    hint = widget.model_panel.hint
+    assert hint.text().startswith("Colonoscopy frame: polyp fits it") and hint.styleSheet()
+    viewer.add_image(np.full((4, 16, 16), -1000, np.int16), name="ct")
+    assert hint.text().startswith("CT volume: ct-liver fits it")
