@@ -54,12 +54,32 @@ def get_reader(path: PathOrPaths) -> Callable[[PathOrPaths], list[LayerData]] | 
     return read_layers
 
 
+class ReaderError(OSError):
+    """A file the plugin's reader cannot open; the message (wrapped to fit napari's dialog) says why."""
+
+
+def wrapped(text: str, width: int = 80) -> str:
+    """``text`` broken into lines of at most ``width`` characters (napari's error dialog does not wrap)."""
+    import textwrap
+
+    return "\n".join(textwrap.fill(part, width, break_long_words=True, break_on_hyphens=False)
+                     for part in str(text).splitlines() or [""])
+
+
 def read_layers(path: PathOrPaths) -> list[LayerData]:
-    """Read each path into one layer (Image, or Labels for label maps)."""
+    """Read each path into one layer (Image, or Labels for label maps); a file that cannot be read raises
+    :class:`ReaderError` with the reason wrapped to fit a dialog."""
     from llm4seg.io import read_image
 
     paths = path if isinstance(path, (list, tuple)) else [path]
-    return [layer_data(read_image(p), Path(p)) for p in paths]
+    layers = []
+    for p in paths:
+        try:
+            image = read_image(p)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ReaderError(wrapped(f"LLM4Seg could not open {Path(p).name}: {exc}")) from None
+        layers.append(layer_data(image, Path(p)))
+    return layers
 
 
 def _display_name(path: Path) -> str:

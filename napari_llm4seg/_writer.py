@@ -34,6 +34,16 @@ def _explained(writer: Callable[..., list[str]]) -> Callable[..., list[str]]:
     return wrapped
 
 
+def with_extension(path: str, extensions: tuple[str, ...]) -> str:
+    """``path``, or ``path`` plus the format's first extension when it ends in none of ``extensions`` (a name
+    typed without one under the dialog's format filter)."""
+    return path if path.lower().endswith(extensions) else path + extensions[0]
+
+
+NIFTI = (".nii.gz", ".nii")
+RASTER = (".tif", ".tiff", ".png")
+
+
 def _array(data: Any, meta: dict[str, Any]) -> np.ndarray:
     if meta.get("multiscale") and isinstance(data, (list, tuple)):
         data = data[0]
@@ -67,15 +77,19 @@ def like_from_layer(shape: tuple[int, ...], meta: dict[str, Any], *, rgb: bool =
 
 @_explained
 def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Write a Labels layer to .nii.gz/.nii, restoring the source affine when known."""
+    """Write a Labels layer to .nii.gz/.nii (added when the name has no extension), restoring the source
+    affine when known."""
     arr = _array(data, meta)
+    path = with_extension(path, NIFTI)
     return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True))]
 
 
 @_explained
 def write_labels_raster(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Write a Labels layer to .png (2D, values kept exactly) or .tif/.tiff (2D or 3D)."""
+    """Write a Labels layer to .png (2D, values kept exactly) or .tif/.tiff (2D or 3D; .tif added when the name
+    has no extension)."""
     arr = _array(data, meta)
+    path = with_extension(path, RASTER)
     if path.lower().endswith(".png") and arr.ndim != 2:
         raise ValueError(f"PNG holds 2D labels only, this layer has shape {arr.shape}; save it as .tif or .nii.gz")
     return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True))]
@@ -83,8 +97,10 @@ def write_labels_raster(path: str, data: Any, meta: dict[str, Any]) -> list[str]
 
 @_explained
 def write_image_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
-    """Write a single-channel Image layer to .nii.gz/.nii (dtype kept), restoring the source affine when known."""
+    """Write a single-channel Image layer to .nii.gz/.nii (dtype kept; .nii.gz added when the name has no
+    extension), restoring the source affine when known."""
     arr = _array(data, meta)
+    path = with_extension(path, NIFTI)
     rgb = bool(meta.get("rgb", False))
     like = like_from_layer(arr.shape, meta, rgb=rgb)
     image = ImageData(arr, like.spacing, like.affine, like.meta)

@@ -186,3 +186,20 @@ def test_a_3d_labels_layer_saved_as_png_explains_the_fix(make_napari_viewer, tmp
     with pytest.raises(WriterError, match="'vol labels'.*PNG holds 2D labels only.*save it as .tif or .nii.gz"):
         viewer.layers.save(str(tmp_path / "vol.png"), selected=True)  # napari picks the writer by extension
     assert not (tmp_path / "vol.png").exists()
+
+
+def test_a_name_without_extension_takes_the_format_and_bad_files_explain_in_short_lines(tmp_path: Path) -> None:
+    from napari_llm4seg._reader import ReaderError, read_layers
+    from napari_llm4seg._writer import write_labels_nifti, write_labels_raster
+
+    labels = np.eye(6, dtype=np.uint8)
+    [nifti] = write_labels_nifti(str(tmp_path / "mask"), labels, {"name": "mask"})
+    [tif] = write_labels_raster(str(tmp_path / "mask2"), labels, {"name": "mask2"})
+    assert nifti.endswith("mask.nii.gz") and tif.endswith("mask2.tif")
+    assert np.array_equal(read_image(nifti).array, labels) and np.array_equal(read_image(tif).array, labels)
+    broken = tmp_path / ("a_very_long_scan_name_" * 6 + ".nii.gz")
+    broken.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(ReaderError) as info:
+        read_layers(str(broken))
+    lines = str(info.value).splitlines()
+    assert len(lines) > 1 and max(map(len, lines)) <= 80 and "could not open" in lines[0]
