@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from llm4seg import anchor
+from llm4seg.anchor import ChangeReport
 from llm4seg.events import run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 from llm4seg.infer import segment
@@ -74,11 +76,13 @@ def _refused(task, pattern, k, keep, before, chosen, why) -> dict:
 
 def _row(task, pattern, k, keep, before, after, outcome, seconds, chosen) -> dict:
     change = outcome.change
-    row = dict(task=task, pattern=pattern, k=k, keep=keep, before=round(before, 4), after=round(after, 4),
+    row = dict(task=task, pattern=pattern, k=k, keep=keep, margin_share=anchor.MARGIN_SHARE,
+               before=round(before, 4), after=round(after, 4),
                seconds=round(seconds, 1), chosen=chosen, kept_start=outcome.kept_start,
                check=outcome.check.to_dict() if outcome.check else None,
                change=change.to_dict() if change else None, drastic=outcome.drastic)
-    said = "drastic change" if outcome.drastic else ("start kept" if outcome.kept_start else "ok")
+    said = ("drastic change" if outcome.drastic else "notable change" if change is not None and change.notable
+            else "start kept" if outcome.kept_start else "ok")
     print(f"  {task} {pattern} k={k} keep={keep:g}: Dice {before:.3f} → {after:.3f} ({seconds:.0f} s; {said})"
           + (f"; {change.describe()}" if change else ""), flush=True)
     return row
@@ -142,14 +146,22 @@ def run(task: str, patterns, ks, keeps, n_images: int = 30, tuning: bool = False
     return rows
 
 
+def _said(change: dict) -> str:
+    """What the change check says, recomputed from a row's counts with the current rule."""
+    report = ChangeReport(["background", *change["classes"]], change["slices"], change["start_px"], change["new_px"],
+                          change["agreement"])
+    return "**drastic** " if report.drastic else "*notable* " if report.notable else ""
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["| task | pattern | k | keep | Dice before → after | change check (outside the corrections) | s |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         c = r["change"]
         said = "no uncorrected items" if c is None else (
-            ("**drastic** " if r["drastic"] else "") + ", ".join(
-                f"{cls} {s:,} → {n:,} px" for cls, s, n in zip(c["classes"], c["start_px"], c["new_px"])))
+            _said(c) + ", ".join(
+                f"{cls} {s:,} → {n:,} px" for cls, s, n in zip(c["classes"], c["start_px"], c["new_px"]))
+            + f", agreement {c['agreement']:.2f}")
         if r.get("refused"):
             said = "refused: the corrected slices hold no object"
         elif r["kept_start"]:
@@ -168,12 +180,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tuning", action="store_true",
                     help="hippocampus volumes 4-6 (never in the reported table): where --keep is chosen")
     ap.add_argument("--volumes", type=int, default=1, help="hippocampus volumes (of the first three)")
+    ap.add_argument("--margin-share", type=float, default=None,
+                    help="slices near a correction left out of the held context, as a share of the depth "
+                         "(default: llm4seg.anchor.MARGIN_SHARE)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--report", nargs="+", type=Path, help="print the table of earlier --json files and stop")
     args = ap.parse_args(argv)
     if args.report:
         print(markdown([r for f in args.report for r in json.loads(f.read_text())]))
         return 0
+    if args.margin_share is not None:
+        anchor.MARGIN_SHARE = args.margin_share
     rows = []
     for task in args.tasks:
         rows += run(task, args.patterns, args.k, args.keep, tuning=args.tuning, n_volumes=args.volumes)

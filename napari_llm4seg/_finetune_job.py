@@ -91,6 +91,8 @@ def outcome_text(outcome: FinetuneOutcome) -> tuple[str, str]:
         info += f" Checked first: {outcome.check.describe()}."
     if outcome.change is not None:
         info += f" Afterwards, {outcome.change.describe()}."
+        if outcome.change.notable and not outcome.drastic:
+            info += " Look through the volume before you use it."
     if outcome.drastic:
         info = (f"Careful: {outcome.change.describe()}. That is rarely what a few corrections mean: the Segment "
                 f"widget keeps the model you started from; 'Use anyway' hands the new one over. {text}")

@@ -6,6 +6,7 @@ from typing import Any
 from qtpy.QtCore import QEvent, QObject, QSize, Qt
 from qtpy.QtWidgets import (
     QCheckBox,
+    QToolButton,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
@@ -153,7 +154,39 @@ class OptionsPanel(QGroupBox):
         form.addRow("Hold", self.hold)
         self.val = choices(VAL_CHOICES, VAL_TIP)
         form.addRow("Validation", self.val)
+        self._form = form
+        self.more = QToolButton()
+        self.more.setCheckable(True)
+        self.more.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.more.setToolTip("Show or hide the preset's settings (steps, learning rate, what trains, augmentation, "
+                             "the checks); the summary says what they are.")
+        self.more.toggled.connect(self.show_more)
+        form.insertRow(form.rowCount() - len(self.ADVANCED), "", self.more)
+        for signal in (self.steps.valueChanged, self.part.currentIndexChanged, self.check.toggled,
+                       self.hold.toggled):
+            signal.connect(lambda *_: self.more.setText("settings" if self.more.isChecked() else self.summary()))
         self.apply_preset()
+        self.show_more(False)
+
+    ADVANCED = ("Steps", "Learning rate", "Train", "Augmentation", "Check", "Hold", "Validation")
+
+    def show_more(self, on: bool) -> None:
+        """Show the preset's settings, or only a one-line summary of them on the toggle."""
+        form = self._form
+        for row in range(form.rowCount()):
+            label = form.itemAt(row, QFormLayout.ItemRole.LabelRole)
+            text = label.widget().text() if label is not None and label.widget() is not None else ""
+            if text in self.ADVANCED:
+                form.setRowVisible(row, on)
+        self.more.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
+        self.more.setChecked(on)
+        self.more.setText("settings" if on else self.summary())
+
+    def summary(self) -> str:
+        """The options in one line, e.g. '100 steps · decoder · check · hold'."""
+        parts = [f"{self.steps.value()} steps", "decoder" if self.part.currentData() == "decoder" else "whole network"]
+        parts += [name for name, box in (("check", self.check), ("hold", self.hold)) if box.isChecked()]
+        return " · ".join(parts)
 
     def apply_preset(self) -> None:
         """Fill steps, learning rate, what trains and augmentation from the chosen preset."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from napari.utils.notifications import show_error, show_info, show_warning
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from llm4seg.device import is_oom
@@ -31,6 +32,7 @@ from ._finetune_panels import AUTO, IN_USE, OptionsPanel, ResultPanel, RunPanel,
 from ._finetune_plot import TrainingPlot
 from ._finetune_result import ResultActions
 from ._layers import unwrap
+from ._qtutil import MAX_WIDTH
 from ._segment_widget import SegmentWidget
 from ._session import find_segment_widget
 from ._settings import WidgetSettings
@@ -76,10 +78,11 @@ class FineTuneWidget(ResultActions, QWidget):
         self.plot = TrainingPlot()
         self.result_panel = ResultPanel()
         self.suggest_panel = SuggestPanel(self.viewer, self._suggest_source)
-        for w in (self.pairs_panel, self.options, self.bar, self.plot, self.result_panel, self.suggest_panel):
-            lay.addWidget(w)
+        for w in (self.pairs_panel, self.options, self.bar, self.result_panel, self.plot, self.suggest_panel):
+            lay.addWidget(w)  # the result right under the run bar: no scrolling to 'Use now' after a run
         lay.addStretch(1)
-        self.setMaximumWidth(560)
+        self.scroll = outer.itemAt(0).widget()
+        self.setMaximumWidth(MAX_WIDTH)
         self.run_button, self.cancel_button = self.bar.run_button, self.bar.cancel_button
         self.use_button, self.save_button = self.result_panel.use_button, self.result_panel.save_button
         self.run_button.clicked.connect(lambda: self.run())
@@ -296,6 +299,7 @@ class FineTuneWidget(ResultActions, QWidget):
             show_info("LLM4Seg fine-tune cancelled before the first step; nothing changed.")
             return
         self.outcome, self.saved_path = outcome, None
+        QTimer.singleShot(0, self.show_result)
         text, info = outcome_text(outcome)
         self.result_panel.info.setText(info)
         self.use_button.setText("Use anyway" if outcome.drastic else "Use now")
@@ -309,6 +313,11 @@ class FineTuneWidget(ResultActions, QWidget):
         else:
             self.bar.set_status(f"{text} The new weights are offered below.")
             show_info(f"LLM4Seg: {text}")
+
+    def show_result(self) -> None:
+        """Scroll so that the run bar, the result with 'Use now' and the loss plot are in view."""
+        self.scroll.ensureWidgetVisible(self.plot, 0, 0)
+        self.scroll.ensureWidgetVisible(self.bar, 0, 0)
 
     def _on_error(self, exc: BaseException) -> None:
         if isinstance(exc, NothingToLearn):

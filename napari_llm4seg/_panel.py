@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from ._finetune_panels import VerticalScroll
 from ._finetune_widget import FineTuneWidget
 from ._layers import unwrap
+from ._qtutil import MAX_WIDTH
 from ._segment_widget import SegmentWidget
 
 SEGMENT, FINETUNE = 0, 1
@@ -34,7 +36,16 @@ class LLM4SegPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.tabs)
-        self.setMaximumWidth(580)
+        self.setMaximumWidth(MAX_WIDTH + 20)
+        self._view_reset = False
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        """The first time the dock shows, fit the view to the (now narrower) canvas: images opened before
+        the dock appeared keep a zoom that cuts them at the edges otherwise."""
+        super().showEvent(event)
+        if not self._view_reset:
+            self._view_reset = True
+            QTimer.singleShot(0, self.viewer.reset_view)
 
     def show_section(self, index: int) -> None:
         """Bring the Segment (0) or Fine-tune (1) tab to the front."""

@@ -5,6 +5,9 @@ from typing import Any, Iterable
 
 from qtpy.QtWidgets import QComboBox, QDialog, QDialogButtonBox, QHBoxLayout, QPlainTextEdit, QVBoxLayout, QWidget
 
+#: The widest the dock's tabs get: the canvas keeps most of a 1280-pixel-wide window.
+MAX_WIDTH = 410
+
 WARN_STYLE = "color: #ffb000; font-weight: bold;"
 
 

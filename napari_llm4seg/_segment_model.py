@@ -5,7 +5,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
 from llm4seg.models import DEFAULT_NAME
@@ -26,9 +26,23 @@ class CheckpointMixin:
     model_name: str
     _loading: str | None
     _in_memory: tuple[str, Any] | None
+    _remembered: str | None = None  # the last session's checkpoint, until the first image shows whether it fits
+
+    def drop_remembered(self, fits: bool) -> None:
+        """On the first image: keep the last session's checkpoint when it fits the image, else go back to the
+        default (the hint names the model that fits)."""
+        if self._remembered is None or self._loading is not None or self.model_name != self._remembered:
+            return
+        name, self._remembered = self._remembered, None
+        if not fits:
+            self.load_checkpoint(DEFAULT_NAME)
+            show_info(f"LLM4Seg: the last session's model {name} does not fit this image, so the default is "
+                      "loaded; the Model section's hint names the model that fits.")
 
     def load_checkpoint(self, value: str) -> None:
         """Load a checkpoint (name, file path, or BROWSE to pick a file) in a worker thread."""
+        if value != self._remembered:
+            self._remembered = None  # a model chosen in this session stays
         if value == BROWSE:
             start = str(Path(self.settings.get("last_dir", str(Path.home()))))
             path, _ = QFileDialog.getOpenFileName(self, "Open an LLM4Seg checkpoint", start,

@@ -223,7 +223,7 @@ class InputPanel(QGroupBox):
                            "probabilities: better masks at 3× or 8× the time with the shipped models (trained "
                            "with flips and rotations). Auto uses flips for those, and none after a quick "
                            "fine-tune on slices of a volume, which learns which side the anatomy is on.")
-        form.addRow("Test-time aug.", self.tta)
+        form.addRow("TTA", self.tta)
         self._card_window: tuple[float, float] | None = None
         self._window_shown = False
         self.set_card_window(None)

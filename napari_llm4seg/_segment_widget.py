@@ -32,6 +32,7 @@ from ._clicks_controller import ClicksController
 from ._layers import current_z, describe_lead, image_data, layer_layout, lead_index, spatial_shape, unwrap, z_slices
 from ._segment_model import CheckpointMixin
 from ._segment_panels import SCOPE_RANGE, SCOPE_SLICE, InputPanel, ModelPanel, PostPanel, RunBar
+from ._qtutil import MAX_WIDTH
 from ._reader import prefer_this_reader
 from ._session import Session
 from ._settings import WidgetSettings
@@ -100,7 +101,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self.activity.toggled.connect(lambda on: self.settings.set("activity", on))
         lay.addStretch(1)
-        self.setMaximumWidth(560)  # leave the canvas most of the window
+        self.setMaximumWidth(MAX_WIDTH)  # leave the canvas most of the window
         self.shortcut = QShortcut(QKeySequence(SHORTCUT), self)
         self.shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
         self.shortcut.activated.connect(lambda: self.run())
@@ -136,6 +137,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         self.post_panel.preview.setChecked(s.get("post/preview", True))
         self.post_panel.blockSignals(False)
         self.activity.setChecked(s.get("activity", False))
+        self._remembered = wanted if wanted != DEFAULT_NAME else None
         self.load_checkpoint(wanted)
 
     # --- input ----------------------------------------------------------------------------------------
@@ -158,7 +160,10 @@ class SegmentWidget(CheckpointMixin, QWidget):
 
     def update_hint(self) -> None:
         """The Model section's hint: which shipped model fits the input image, and whether the one in use does."""
-        self.model_panel.show_hint(*msg.layer_hint(self.input_layer(), self.model))
+        text, fits = msg.layer_hint(self.input_layer(), self.model)
+        self.model_panel.show_hint(text, fits)
+        if text:
+            self.drop_remembered(fits)
 
     # --- running -----------------------------------------------------------------------------------------
     @property

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from _factories import one_thread, organ_volume, trained_tiny  # noqa: F401 - one_thread: autouse
-from llm4seg.anchor import build_context, change_check, with_context
+from llm4seg.anchor import ChangeReport, build_context, change_check, with_context
 from llm4seg.events import Log, run_to_end
 from llm4seg.finetune import TrainingPair, finetune, preset_config, summarise
 
@@ -62,7 +62,22 @@ def test_context_slices_and_the_change_check():
     report = change_check(blank, context.checked, torch.device("cpu"))
     assert report.drastic and report.new[0] < report.start[0] / 2, report.describe()
     assert "drastically" in report.describe() and report.to_dict()["drastic"]
+    shrunk = ChangeReport(CLASSES, 10, [1000], [700], 0.9)  # -30 %: said, not drastic
+    moved = ChangeReport(CLASSES, 10, [1000], [1000], 0.7)  # same size, elsewhere
+    assert moved.notable and not moved.drastic
+    assert shrunk.notable and not shrunk.drastic and "changed noticeably" in shrunk.describe()
     train = context.distilled.subset([0])
     mixed = with_context(train, context.distilled, keep=0.5)
     assert len(mixed) == 2 * len(context.distilled)  # half corrected (repeated), half context
     assert with_context(train, context.distilled, keep=0.0) is train
+
+
+def test_a_starting_point_is_not_held():
+    image, mask = organ_volume()
+    start = trained_tiny([TrainingPair(image[12], mask[12], "z12")], steps=2)
+    start.card.name = "gray-start"  # a starting point, not a segmenter: its masks are nothing to keep
+    plan = summarise([TrainingPair(image, mask, "vol", slices=[12])], CLASSES)
+    events: list = []
+    outcome = run_to_end(finetune(start, plan, preset_config("quick", steps=2, crosscheck=0)), events.append)
+    assert outcome.change is None and not outcome.drastic
+    assert any(isinstance(e, Log) and "starting point" in e.text for e in events)

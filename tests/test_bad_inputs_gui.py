@@ -322,7 +322,7 @@ def test_image_and_model_of_different_modalities_warn(make_widget, qtbot, notes)
     assert widget.run()
     wait_idle(qtbot, widget)
     assert [t for level, t in notes() if level == "warning" and "'colour' is a colour image" in t and "gray" in t
-            and "'generalist' (for any other colour images)" in t]
+            and "Choose 'isic-lesion' (dermoscopy)" in t]  # the one model that fits, not every colour model
     viewer2, ct_widget = make_widget(ThresholdModel(window=(40.0, 400.0)))
     viewer2.add_image(img.astype(np.uint8), name="us2")
     assert ct_widget.run()

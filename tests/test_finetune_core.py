@@ -8,7 +8,7 @@ import torch
 from _factories import disk_image, one_thread, tiny_model  # noqa: F401 - one_thread: autouse
 from llm4seg.checkpoint import ModelCard
 from llm4seg.events import CancelToken, Log, Metric, run_to_end
-from llm4seg.finetune import NO_VALIDATION, TrainingPair, finetune, finetuned_card, preset_config, summarise
+from llm4seg.finetune import ERASED_ONLY, NO_VALIDATION, TrainingPair, finetune, finetuned_card, preset_config, summarise
 from llm4seg.preprocess import Preprocessing
 from llm4seg.train import NothingToLearn
 
@@ -49,7 +49,10 @@ def test_listed_slices_train_and_empty_ones_are_background():
     assert "2 slices (1 corrected to empty" in plan.describe()
     assert summarise([TrainingPair(vol, lab, "v")], CLASSES).slices == [[1, 4]]  # default: slices with labels
     only_empty = summarise([TrainingPair(vol, np.zeros_like(lab), "v", slices=[2])], CLASSES)
-    assert not only_empty.ok and "no labelled object" in only_empty.reason()
+    assert only_empty.ok and ERASED_ONLY in only_empty.notes  # the rest of the volume (Hold) shows the object
+    with pytest.raises(NothingToLearn, match="keep Hold on"):
+        run_to_end(finetune(model_with_card(), only_empty, preset_config("quick", steps=1), keep=0.0))
+    assert not summarise([TrainingPair(img, np.zeros_like(mask), "e", slices=[0])], CLASSES).ok  # 2D: no rest
 
     empty = summarise([TrainingPair(img, np.zeros_like(mask), "e")], CLASSES)
     assert not empty.ok and "no labelled image" in empty.reason() and "skipped" in empty.notes[0]

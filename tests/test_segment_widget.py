@@ -388,3 +388,20 @@ def test_the_model_hint_line_follows_the_input_layer(make_widget):
     assert hint.text().startswith("Colonoscopy frame: polyp fits it") and hint.styleSheet()
     viewer.add_image(np.full((4, 16, 16), -1000, np.int16), name="ct")
     assert hint.text().startswith("CT volume: ct-liver fits it")
+
+
+def test_the_last_sessions_model_is_kept_only_when_it_fits_the_image(make_widget, qtbot, monkeypatch, notes):
+    from napari_llm4seg._settings import WidgetSettings
+
+    stored = WidgetSettings("segment")
+    stored.set("checkpoint", "ct-liver")  # a CT session last time
+    stored.sync()
+    loaded: list[str] = []
+    viewer, widget = make_widget(ThresholdModel())
+    monkeypatch.setattr(_workers, "load_named", lambda name: (loaded.append(name), (name, widget.model))[1])
+    assert widget.model_name == "ct-liver"
+    viewer.add_image(np.zeros((40, 50), np.uint8), name="ultrasound")  # the threshold model does not fit it
+    qtbot.waitUntil(lambda: loaded == ["default"] and not widget.busy, timeout=TIMEOUT)
+    assert widget.model_name == "default" and any("does not fit this image" in m for _, m in notes())
+    viewer.add_image(np.zeros((30, 30), np.uint8), name="another")  # decided once: nothing else is loaded
+    assert loaded == ["default"]

@@ -28,13 +28,16 @@ import torch
 from .preprocess import Preprocessing, logits_to_labels
 from .train import SliceSet, build_slices, sources_from_arrays
 
-__all__ = ["KEEP", "CONTEXT_SLICES", "MARGIN", "DRASTIC", "Context", "ChangeReport", "build_context",
+__all__ = ["KEEP", "CONTEXT_SLICES", "MARGIN", "DRASTIC", "NOTABLE", "Context", "ChangeReport", "build_context",
            "change_check", "with_context", "predict_labels"]
 
 KEEP = 0.5            # share of training samples drawn from the context (docs/finetuning.md, correction patterns)
 CONTEXT_SLICES = 48   # most slices per volume the start labels: half distilled, half checked
-MARGIN = 2            # slices on either side of a corrected one left out (they share its error)
+MARGIN = 2            # slices on either side of a corrected one left out (they share its error) ...
+MARGIN_SHARE = 0.15   # ... or this share of the volume's depth, when more: a correction governs its neighbourhood
 DRASTIC = 0.5         # the object shrinks or grows by more than this fraction outside the corrections
+NOTABLE = 0.2         # ... by more than this: said, with a suggestion to look (not drastic)
+AGREEMENT = (0.5, 0.85)  # or the start's and the new masks agree (Dice) below these: drastic, notable
 MIN_PIXELS = 64       # at the model's input size: fewer foreground pixels than this is no object to lose
 
 
@@ -68,12 +71,21 @@ class ChangeReport:
         s, n = self.start[k], self.new[k]
         return n / s if s else (float("inf") if n >= MIN_PIXELS else 1.0)
 
+    def _beyond(self, share: float) -> bool:
+        return any(max(s, n) >= MIN_PIXELS and abs(self.ratio(k) - 1.0) > share
+                   for k, (s, n) in enumerate(zip(self.start, self.new)))
+
     @property
     def drastic(self) -> bool:
         """Some class shrank or grew by more than :data:`DRASTIC` outside the corrections (with at least
-        :data:`MIN_PIXELS` foreground pixels on one side)."""
-        return any(max(s, n) >= MIN_PIXELS and abs(self.ratio(k) - 1.0) > DRASTIC
-                   for k, (s, n) in enumerate(zip(self.start, self.new)))
+        :data:`MIN_PIXELS` foreground pixels on one side), or the masks agree below ``AGREEMENT[0]``."""
+        return self._beyond(DRASTIC) or self.agreement < AGREEMENT[0]
+
+    @property
+    def notable(self) -> bool:
+        """Some class shrank or grew by more than :data:`NOTABLE`, or the masks agree below ``AGREEMENT[1]``
+        (an object that moved keeps its size): worth a look before using the new model."""
+        return self._beyond(NOTABLE) or self.agreement < AGREEMENT[1]
 
     def describe(self) -> str:
         parts = []
@@ -85,11 +97,14 @@ class ChangeReport:
         head = f"outside your corrections ({where}): {'; '.join(parts)}, agreement Dice {self.agreement:.3f}"
         if self.drastic:
             head = "the mask changed drastically " + head
+        elif self.notable:
+            head = "the mask changed noticeably " + head
         return head
 
     def to_dict(self) -> dict[str, Any]:
         return {"slices": self.slices, "classes": self.class_names[1:], "start_px": self.start,
                 "new_px": self.new, "agreement": round(self.agreement, 4), "drastic": self.drastic,
+                "notable": self.notable,
                 "ranges": [{"range": r, "start_px": s, "new_px": n, "agreement": round(a, 4)}
                            for r, s, n, a in self.ranges]}
 
@@ -120,26 +135,42 @@ def predict_labels(model: torch.nn.Module, data: SliceSet, device: torch.device,
     return torch.cat(out) if out else torch.zeros((0, data.size, data.size), dtype=torch.uint8)
 
 
+def _volume_picks(depth: int, corrected: Sequence[int], limit: int, margin: int,
+                  far: int) -> tuple[list[int], list[int]]:
+    """(distilled, checked) slices of one volume: half of ``limit`` slices more than ``far`` from every
+    corrected one, and half of ``limit`` of the other slices more than ``margin`` from them."""
+    distilled = _spread(depth, corrected, limit, far)[0::2]
+    rest = [z for z in _spread(depth, corrected, depth, margin) if z not in set(distilled)]
+    checked = [rest[int(i)] for i in np.linspace(0, len(rest) - 1, min(len(rest), limit // 2)).round()] if rest else []
+    return distilled, checked
+
+
 def build_context(start: torch.nn.Module, plan: Any, prep: Preprocessing, device: torch.device, *,
                   images: Sequence[Any] = (), limit: int = CONTEXT_SLICES, margin: int = MARGIN,
-                  cancel: Any = None) -> Context:
-    """The start's prediction on the user's uncorrected slices (each volume of ``plan``: up to ``limit``
-    slices at least ``margin`` + 1 from a corrected one) and on ``images`` (other 2D images, unlabelled),
-    dealt alternately into distilled and checked slices. ``start`` must take ``prep``'s input."""
-    pairs, names, picks = [], [], []
+                  margin_share: float | None = None, cancel: Any = None) -> Context:
+    """The start's prediction on the user's uncorrected slices and on ``images`` (other 2D images,
+    unlabelled). Of each volume of ``plan``, up to ``limit`` / 2 slices far from the corrections (more than
+    ``margin`` slices and ``margin_share`` of the depth, default :data:`MARGIN_SHARE`: a correction governs
+    its neighbourhood) are distilled, and up to ``limit`` / 2 other slices more than ``margin`` from them
+    are checked; the images are dealt alternately. ``start`` must take ``prep``'s input."""
+    share = MARGIN_SHARE if margin_share is None else margin_share
+    pairs, names, picks, roles = [], [], [], {}
     for i, (pair, zs) in enumerate(zip(plan.pairs, plan.slices)):
         if np.ndim(pair.labels) == 3:
-            spread = _spread(int(np.shape(pair.labels)[0]), zs, limit, margin)
-            if spread:
+            depth = int(np.shape(pair.labels)[0])
+            distilled, checked = _volume_picks(depth, zs, limit, margin, max(margin, round(share * depth)))
+            if distilled or checked:
+                name = pair.name or f"pair{i}"
                 pairs.append((pair.image, pair.labels))
-                names.append(pair.name or f"pair{i}")
-                picks.append(spread)
+                names.append(name)
+                picks.append(sorted(distilled + checked))
+                roles.update({f"{name}:z{z}": "distilled" for z in distilled})
     for j, image in enumerate(images):
         array = np.asarray(image)
-        shape = array.shape[:2]
-        pairs.append((array, np.zeros(shape, np.uint8)))
+        pairs.append((array, np.zeros(array.shape[:2], np.uint8)))
         names.append(f"image{j}")
         picks.append(None)
+        roles[f"image{j}"] = "distilled" if j % 2 == 0 and len(images) > 1 else "checked"
     if not pairs:
         return Context(None, None)
     sources = sources_from_arrays(pairs, names=names, only_labelled=False)
@@ -149,10 +180,9 @@ def build_context(start: torch.nn.Module, plan: Any, prep: Preprocessing, device
     data = build_slices(sources, prep, plan.class_names, cancel=cancel)
     data.labels = predict_labels(start, data, device)
     order = _z_order(data)
-    distilled, checked = order[0::2], order[1::2]
-    if not checked:  # a single slice: it is checked, nothing distilled
-        return Context(None, data.subset(distilled))
-    return Context(data.subset(distilled), data.subset(checked))
+    distilled = [i for i in order if roles.get(data.names[i]) == "distilled"]
+    checked = [i for i in order if roles.get(data.names[i]) != "distilled"]
+    return Context(data.subset(distilled) if distilled else None, data.subset(checked) if checked else None)
 
 
 def _z_order(data: SliceSet) -> list[int]:

@@ -107,8 +107,12 @@ class CheckResult:
             return (f"the start scored Dice {self.start_dice:.3f} on your {self.items} labelled item(s): nothing to "
                     "keep, so no check against it")
         mean, se = self.difference
-        return (f"{self.folds}-fold check on your {self.items} labelled item(s): Dice on held-out items "
+        text = (f"{self.folds}-fold check on your {self.items} labelled item(s): Dice on held-out items "
                 f"{self.start_dice:.3f} before fine-tuning, {self.finetuned_dice:.3f} after ({mean:+.3f} ± {se:.3f})")
+        if self.weights:  # slices of a volume: what it measures, and what it cannot
+            text += (" — on the slices you labelled, by copies trained on part of them; the rest of the volume "
+                     "is what the change check looks at")
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         mean, se = self.difference

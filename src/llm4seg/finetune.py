@@ -26,6 +26,7 @@ from .anchor import KEEP, ChangeReport, Context, build_context, change_check, wi
 from .checkpoint import ModelCard
 from .crosscheck import CheckResult, check_against_start
 from .device import resolve_device
+from .models import STARTING_POINTS
 from .events import Log, is_cancelled, relay
 from .finetune_rules import (
     COLOUR_MIN_ITEMS, MIN_VAL_ITEMS, NO_VALIDATION, colour_config, colour_size, image_config, learns_colour,
@@ -39,6 +40,9 @@ __all__ = ["TrainingPair", "PairPlan", "FinetuneOutcome", "PRESET_NAMES", "prese
            "validation_fraction", "colour_config", "image_config"]
 
 PRESET_NAMES = ("quick", "thorough")
+NO_OBJECT = "the chosen slices contain no labelled object: paint at least one object of a class"
+ERASED_ONLY = ("only erased slices: they train as background, and the rest of each volume, as the model segments "
+               "it, keeps the object (Hold)")
 DEFAULT_SIZE = 256  # training input size when the checkpoint segments at native size (size=None)
 
 
@@ -180,7 +184,10 @@ def summarise(pairs: Sequence[TrainingPair], class_names: Sequence[str] | None, 
     total = np.pad(total, (0, max(0, len(plan.class_names) - len(total))))
     plan.pixels = {c: int(total[i]) for i, c in enumerate(plan.class_names)}
     if plan.pairs and not plan.problems and not total[1:].any():
-        plan.problems.append("the chosen slices contain no labelled object: paint at least one object of a class")
+        if plan.cleared and all(np.ndim(p.labels) == 3 and p.slices is not None for p in plan.pairs):
+            plan.notes.append(ERASED_ONLY)  # the rest of each volume, held near the start, shows the object
+        else:
+            plan.problems.append(NO_OBJECT)
     return plan
 
 
@@ -334,9 +341,15 @@ def finetune(
                                reason=check.describe())
             return FinetuneOutcome(kept, base_card, len(plan.pairs), plan.n_slices, len(train_set), 0,
                                    dict(plan.pixels), config, check, seconds=time.perf_counter() - started)
-    anchor = yield from _context(trained, plan, data.prep, config, keep, context, cancel)
+    if base_card is not None and base_card.name in STARTING_POINTS:  # its masks are nothing to keep
+        keep, anchor = 0.0, Context(None, None)
+        yield Log(f"{base_card.name} is a starting point, not a segmenter: nothing of its masks is held")
+    else:
+        anchor = yield from _context(trained, plan, data.prep, config, keep, context, cancel)
     if is_cancelled(cancel):
         return None
+    if not bool(train_set.labels.any()) and (anchor.distilled is None or keep <= 0):
+        raise NothingToLearn(f"{NO_OBJECT}, or keep Hold on so that the rest of the volume shows the object")
     if trained.config.prompts and config.train == "all" and not config.prompts:
         config = config.replace(prompts="clicks")  # a click model trained whole keeps learning the clicks
         yield Log("a click model: the whole network trains with simulated clicks too, so it keeps taking clicks")

@@ -6,7 +6,8 @@
 
 The rules read the pixels only (no file name, no metadata): CT is stored in Hounsfield units (air below
 -500); a colour image whose channels agree is gray; colonoscopy frames carry the video's black border
-(more than :data:`DARK_SHARE` of the pixels almost black) and saturated mucosa, dermoscopy images neither;
+(more than :data:`DARK_SHARE` of the pixels almost black) and strongly coloured mucosa, dermoscopy images
+neither; a colour image of almost no chroma is gray data;
 other gray volumes are taken as MR, 2D gray images as ultrasound. How often they are right on the shared
 data sets: ``python -m benchmarks.modality`` (docs/models.md).
 """
@@ -33,22 +34,24 @@ TRAINED_ON = {"isic-lesion": "dermoscopy", "polyp": "colonoscopy", "busi-lesion"
               "thyroid": "thyroid ultrasound", "ct-liver": "CT", "gray-start": "gray images (a starting point)",
               "generalist": "ultrasound, dermoscopy, colonoscopy and CT"}
 DARK_SHARE = 0.05   # colonoscopy: share of almost black pixels (the frame's border) above this
-SATURATION = 0.35   # colonoscopy: mean saturation of the lit pixels above this
+CHROMA = 0.12       # colonoscopy: mean chroma (max - min channel, 0-1) of the lit pixels above this
+GRAYISH = 0.033     # below this mean chroma a colour image is gray data (dermoscopy: from 0.037 up)
 NOUNS = {"dermoscopy": "Dermoscopy image", "colonoscopy": "Colonoscopy frame", "ultrasound": "Ultrasound image",
          "CT": "CT volume", "MR": "MR volume"}
 
 
-def _colour_features(image: np.ndarray) -> tuple[float, float]:
-    """(share of almost black pixels, mean saturation of the others) on a 64-pixel-wide subsample."""
+def _colour_features(image: np.ndarray, width: int = 64) -> tuple[float, float]:
+    """(share of almost black pixels, mean chroma of the others) on block means ``width`` blocks wide: at 16,
+    colour noise on gray data (as in some ultrasound exports) averages out and real colour stays; at 64, a
+    video's black border is still black."""
     rgb = np.asarray(image)[..., :3]
-    step = max(1, max(rgb.shape[:2]) // 64)
-    small = rgb[::step, ::step].astype(np.float32)
-    top = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else max(1.0, float(small.max()))
-    small /= top
+    top = float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else max(1.0, float(rgb.max()))
+    step = max(1, max(rgb.shape[:2]) // width)
+    h, w = (rgb.shape[0] // step) * step, (rgb.shape[1] // step) * step
+    small = rgb[:h, :w].reshape(h // step, step, w // step, step, 3).mean(axis=(1, 3), dtype=np.float32) / top
     hi, lo = small.max(-1), small.min(-1)
     lit = hi >= 0.1
-    saturation = np.where(hi > 0, (hi - lo) / np.maximum(hi, 1e-6), 0.0)
-    return float((~lit).mean()), float(saturation[lit].mean()) if lit.any() else 0.0
+    return float((~lit).mean()), float((hi - lo)[lit].mean()) if lit.any() else 0.0
 
 
 def guess_modality(image: Any, rgb: bool = False) -> str:
@@ -62,8 +65,11 @@ def guess_modality(image: Any, rgb: bool = False) -> str:
     if rgb and colour_is_gray(arr):
         arr, rgb = arr[..., 0], False
     if rgb:
-        dark, saturation = _colour_features(arr if arr.ndim == 3 else arr[arr.shape[0] // 2])
-        return "colonoscopy" if dark > DARK_SHARE and saturation > SATURATION else "dermoscopy"
+        frame = arr if arr.ndim == 3 else arr[arr.shape[0] // 2]
+        if _colour_features(frame, 16)[1] < GRAYISH:
+            return "ultrasound"  # gray stored as colour, with colour noise or a few coloured marks
+        dark, chroma = _colour_features(frame)
+        return "colonoscopy" if dark > DARK_SHARE and chroma > CHROMA else "dermoscopy"
     if arr.ndim == 3:
         return "MR"
     return "ultrasound" if arr.ndim == 2 else ""

@@ -135,6 +135,8 @@ GRAY_MODELS = (("busi-lesion", "breast-ultrasound lesions"), ("thyroid", "the th
 
 #: Shipped starting points for fine-tuning on a modality no model was trained on: (name, for what).
 FINETUNE_STARTS = (("gray-start", "new gray modality: MRI, CT"), ("generalist", "new colour modality"))
+#: Shipped weights that are starting points only, not segmenters: fine-tuning holds nothing of their masks.
+STARTING_POINTS = ("gray-start",)
 
 
 def auto_start(model_name: str, pairs: Sequence[Any]) -> str | None:
