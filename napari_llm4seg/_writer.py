@@ -1,4 +1,5 @@
-"""npe2 writers: Labels -> NIfTI (.nii.gz/.nii) or 2D/3D .png/.tif; Image -> NIfTI.
+"""npe2 writers: Labels -> NIfTI (.nii.gz/.nii) or 2D/3D .png/.tif, with a ``labels.json`` of the class names
+beside them when the layer knows them; Image -> NIfTI.
 
 The geometry written is the source affine kept in the layer's ``metadata["llm4seg"]`` (or ``metadata["affine"]``)
 by the reader or the segment widget, when the layer still has the source shape; otherwise an affine is built
@@ -44,6 +45,19 @@ NIFTI = (".nii.gz", ".nii")
 RASTER = (".tif", ".tiff", ".png")
 
 
+def layer_classes(meta: dict[str, Any]) -> list[str] | None:
+    """Class names of a Labels layer (background first): the Segment output's, or the reader's features."""
+    info = (meta.get("metadata") or {}).get("llm4seg") or {}
+    if info.get("classes"):
+        return [str(c) for c in info["classes"]]
+    features = meta.get("features")
+    try:
+        names = list(features["class"]) if features is not None and "class" in features else []
+    except (TypeError, KeyError):
+        names = []
+    return [str(c) for c in names] or None
+
+
 def _array(data: Any, meta: dict[str, Any]) -> np.ndarray:
     if meta.get("multiscale") and isinstance(data, (list, tuple)):
         data = data[0]
@@ -81,7 +95,8 @@ def write_labels_nifti(path: str, data: Any, meta: dict[str, Any]) -> list[str]:
     affine when known."""
     arr = _array(data, meta)
     path = with_extension(path, NIFTI)
-    return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True))]
+    return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True,
+                             classes=layer_classes(meta)))]
 
 
 @_explained
@@ -92,7 +107,8 @@ def write_labels_raster(path: str, data: Any, meta: dict[str, Any]) -> list[str]
     path = with_extension(path, RASTER)
     if path.lower().endswith(".png") and arr.ndim != 2:
         raise ValueError(f"PNG holds 2D labels only, this layer has shape {arr.shape}; save it as .tif or .nii.gz")
-    return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True))]
+    return [str(write_labels(path, arr, like_from_layer(arr.shape, meta), overwrite=True,
+                             classes=layer_classes(meta)))]
 
 
 @_explained

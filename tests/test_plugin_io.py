@@ -197,6 +197,20 @@ def test_a_name_without_extension_takes_the_format_and_bad_files_explain_in_shor
     [tif] = write_labels_raster(str(tmp_path / "mask2"), labels, {"name": "mask2"})
     assert nifti.endswith("mask.nii.gz") and tif.endswith("mask2.tif")
     assert np.array_equal(read_image(nifti).array, labels) and np.array_equal(read_image(tif).array, labels)
+    # class names go to a labels.json beside the file, which the reader gives back
+    from napari_llm4seg._reader import class_names_beside
+
+    named = tmp_path / "named"
+    named.mkdir()
+    meta = {"name": "organs", "metadata": {"llm4seg": {"classes": ["background", "liver", "tumour"]}}}
+    [out] = write_labels_nifti(str(named / "organs.nii.gz"), labels * 2, meta)
+    assert class_names_beside(Path(out)) == ["background", "liver", "tumour"]
+    [layer] = read_layers(out)
+    assert list(layer[1]["features"]["class"]) == ["background", "liver", "tumour"]
+    other = {"name": "x", "metadata": {"llm4seg": {"classes": ["background", "kidney"]}}}
+    with pytest.warns(UserWarning, match="names other classes"):
+        write_labels_nifti(str(named / "kidney.nii.gz"), labels, other)
+    assert class_names_beside(Path(out)) == ["background", "liver", "tumour"]  # one folder, one set of classes
     broken = tmp_path / ("a_very_long_scan_name_" * 6 + ".nii.gz")
     broken.write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(ReaderError) as info:

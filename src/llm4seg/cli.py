@@ -138,7 +138,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
             from .interactive.clickfile import apply_clicks
 
             labels = apply_clicks(data.array, labels, click_model or model, clicks, window=window)
-        written = write_labels(dest, labels, like=data, overwrite=args.overwrite)
+        written = write_labels(dest, labels, like=data, overwrite=args.overwrite, classes=result.classes)
         counts = {name: int((labels == i).sum()) for i, name in enumerate(result.classes) if i > 0}
         report = {
             "input": str(src), "output": str(written), "shape": list(labels.shape),

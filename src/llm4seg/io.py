@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -270,11 +270,12 @@ def _as_labels(labels: Any) -> np.ndarray:
 
 
 def write_labels(path: str | os.PathLike, labels: Any, like: ImageData | None = None, *,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, classes: Sequence[str] | None = None) -> Path:
     """Write a label map (uint8, or uint16/uint32 when values need it) to .nii/.nii.gz, .png (2D) or .tif.
 
     ``like`` is the image the labels belong to: its spacing, affine and NIfTI codes are restored, so
     ``read_image`` of the result gives back the same array and affine. Atomic; never overwrites unless asked.
+    ``classes`` (background first) also go to a ``labels.json`` beside it (:func:`write_class_names`).
     """
     p = Path(path).expanduser()
     kind = _kind(p)
@@ -289,7 +290,33 @@ def write_labels(path: str | os.PathLike, labels: Any, like: ImageData | None = 
     data = ImageData(lab, spacing, like.affine if like is not None else None,
                      dict(like.meta) if like is not None else {})
     data.meta["rgb"] = False
-    return _write(p, kind, data, overwrite, labels=True)
+    written = _write(p, kind, data, overwrite, labels=True)
+    if classes is not None and len(classes) > 1:
+        write_class_names(written.parent, classes)
+    return written
+
+
+def write_class_names(folder: str | os.PathLike, classes: Sequence[str]) -> Path | None:
+    """``labels.json`` (``{"1": "liver", ...}``; ``classes`` background first) in ``folder``, which the
+    readers and the training data loader take class names from. An existing file with other names is left
+    as it is (a warning says so): one folder holds one set of classes. Returns the file, or None when left."""
+    import json
+    import warnings
+
+    target = Path(folder) / "labels.json"
+    names = {str(i): str(c) for i, c in enumerate(classes) if i > 0}
+    if target.is_file():
+        try:
+            same = json.loads(target.read_text()) == names
+        except ValueError:
+            same = False
+        if not same:
+            warnings.warn(f"{target} names other classes; left as it is (save label maps of other classes in "
+                          "another folder)", stacklevel=2)
+            return None
+        return target
+    target.write_text(json.dumps(names, indent=1) + "\n")
+    return target
 
 
 def write_image(path: str | os.PathLike, data: ImageData, *, overwrite: bool = False) -> Path:
