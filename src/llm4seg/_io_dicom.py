@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from llm4seg.imagedata import SUPPORTED_FORMATS, ImageData
+
 __all__ = ["is_dicom_file", "looks_like_dicom_folder", "read_dicom"]
 
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -68,10 +70,8 @@ def _scan(folder: Path) -> tuple[list[tuple[Path, Any]], list[Path]]:
     return headers, skipped
 
 
-def read_dicom(path: Path) -> "ImageData":  # noqa: F821 - imported lazily to avoid a cycle
+def read_dicom(path: Path) -> ImageData:
     """Read the DICOM series in folder ``path`` (or the series that the file ``path`` belongs to)."""
-    from llm4seg.io import SUPPORTED_FORMATS, ImageData
-
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     headers, skipped = _scan(folder)

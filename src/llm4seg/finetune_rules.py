@@ -3,14 +3,11 @@ when a gray model meets colour images or when every item is a 2D image. Each is 
 :func:`llm4seg.finetune.finetune` applies them."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
 from .train import TrainConfig
-
-if TYPE_CHECKING:
-    from .finetune import PairPlan
 
 __all__ = ["MIN_VAL_ITEMS", "NO_VALIDATION", "COLOUR_MIN_ITEMS", "validation_fraction", "colour_config",
            "learns_colour", "colour_size", "image_config"]
@@ -55,8 +52,9 @@ def colour_size(config: TrainConfig, items: int, size: int) -> int:
     return min(size, config.colour_size)
 
 
-def image_config(config: TrainConfig, plan: PairPlan) -> TrainConfig:
-    """With ``augment_images`` and only 2D images in ``plan`` (no volume), ``config`` with flips + rot90 on
+def image_config(config: TrainConfig, plan: Any) -> TrainConfig:
+    """With ``augment_images`` and only 2D images in ``plan`` (a :class:`llm4seg.finetune.PairPlan`; no
+    volume), ``config`` with flips + rot90 on
     (cached in ``aug_versions`` symmetries with cached features); else ``config`` unchanged. Such images have no
     fixed side, and the fine-tuned model keeps the test-time flips of ``segment(tta="auto")``. Measured with
     *quick*, 10 frames, 3 seeds, eval sets of 100 (docs/finetuning.md): TG3K thyroid from the BUSI default

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .configs import config_class, normalise_config
+
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 _KEEP_ARRAY = 64  # longer metadata arrays are skipped and only their length is kept
@@ -270,8 +272,6 @@ def build_full_model(path: str | Path) -> torch.nn.Module:
     For verification: the frozen-layer path never needs it. The lm_head is tied to the embeddings
     when the file has no ``output.weight``.
     """
-    from .layer import normalise_config, config_class
-
     header = read_header(path)
     arch, raw = gguf_config(header)
     config = config_class(arch)(**normalise_config(arch, raw))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import operator
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,14 +10,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .configs import IMPORT_LOCK, make_config, normalise_config
 from .descriptor import LLMDescriptor, parse_descriptor, resolve_layer
 from .gguf_file import gguf_config, read_gguf_layer, read_header
 from .hf_dir import read_hf_config, read_hf_layer
 from .sources import SUPPORTED_MODEL_TYPES, resolve_source
-
-# config keys that only concern classification heads (and do not survive a JSON round trip)
-_DROP_KEYS = ("id2label", "label2id")
-
 
 @dataclass
 class LayerWeights:
@@ -35,25 +31,8 @@ class LayerWeights:
         return tensors_sha256(self.tensors)
 
 
-# transformers' lazy module is not thread-safe on first import: two GUI workers importing at once can fail
-_IMPORT_LOCK = threading.Lock()
-
-
-def config_class(arch: str):
-    """``LlamaConfig`` or ``Qwen2Config``."""
-    with _IMPORT_LOCK:
-        from transformers import LlamaConfig, Qwen2Config
-
-    if arch == "llama":
-        return LlamaConfig
-    if arch == "qwen2":
-        return Qwen2Config
-    supported = ", ".join(SUPPORTED_MODEL_TYPES)
-    raise ValueError(f"unsupported LLM architecture {arch!r}: only {supported} layers can be used")
-
-
 def _layer_class(arch: str):
-    with _IMPORT_LOCK:
+    with IMPORT_LOCK:
         from transformers.models.llama.modeling_llama import LlamaDecoderLayer
         from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
@@ -61,26 +40,11 @@ def _layer_class(arch: str):
 
 
 def _rotary_class(arch: str):
-    with _IMPORT_LOCK:
+    with IMPORT_LOCK:
         from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
         from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
     return LlamaRotaryEmbedding if arch == "llama" else Qwen2RotaryEmbedding
-
-
-def _make_config(arch: str, config: dict[str, Any]):
-    cfg = config_class(arch)(**{k: v for k, v in config.items() if k not in _DROP_KEYS})
-    cfg._attn_implementation = "sdpa"
-    return cfg
-
-
-def normalise_config(arch: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """A raw HF/GGUF config dict as the installed transformers writes it (``Config(**raw).to_dict()``)."""
-    cfg = _make_config(arch, raw).to_dict()
-    for key in _DROP_KEYS:
-        cfg.pop(key, None)
-    cfg.pop("_attn_implementation_internal", None)
-    return cfg
 
 
 def build_decoder_layer(arch: str, config: dict[str, Any], layer_index: int, *,
@@ -92,7 +56,7 @@ def build_decoder_layer(arch: str, config: dict[str, Any], layer_index: int, *,
     ~1 s for a 1B-class layer); load :attr:`LayerWeights.tensors` into it with ``load_state_dict``. Call the rotary module as
     ``cos, sin = rotary(x, position_ids)`` and pass ``position_embeddings=(cos, sin)`` to the layer.
     """
-    cfg = _make_config(arch, config)
+    cfg = make_config(arch, config)
     n = cfg.num_hidden_layers
     index = operator.index(layer_index) if isinstance(layer_index, (int, np.integer)) else None
     if index is None or isinstance(layer_index, bool) or not 0 <= index < n:
@@ -120,7 +84,7 @@ def _check_tensors(arch: str, config: dict[str, Any], layer_index: int, tensors:
                    where: str) -> dict[str, torch.Tensor]:
     """Keep exactly the decoder layer's state-dict keys and check every shape."""
     with torch.device("meta"):
-        expected = _layer_class(arch)(_make_config(arch, config), layer_idx=layer_index).state_dict()
+        expected = _layer_class(arch)(make_config(arch, config), layer_idx=layer_index).state_dict()
     missing = sorted(set(expected) - set(tensors))
     if missing:
         raise ValueError(f"{where}: layer {layer_index} lacks tensors {missing} expected by a {arch} decoder layer")
