@@ -8,7 +8,7 @@ from typing import Any
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import QFileDialog
 
-from llm4seg.models import DEFAULT_NAME
+from llm4seg.models import DEFAULT_NAME, list_models
 
 from . import _segment_messages as msg
 from . import _workers
@@ -27,6 +27,24 @@ class CheckpointMixin:
     _loading: str | None
     _in_memory: tuple[str, Any] | None
     _remembered: str | None = None  # the last session's checkpoint, until the first image shows whether it fits
+
+    def restore_checkpoint(self) -> None:
+        """List the checkpoints and load the last session's (kept until the first image shows whether it fits)."""
+        recent = [p for p in self.settings.get("recent", []) if Path(p).is_file()]
+        names = [DEFAULT_NAME] + [e.name for e in list_models() if e.name != DEFAULT_NAME]
+        wanted = self.settings.get("checkpoint", DEFAULT_NAME)
+        if wanted not in names and wanted not in recent:
+            wanted = DEFAULT_NAME
+        self.model_panel.set_choices(names, recent, wanted)
+        self._remembered = wanted if wanted != DEFAULT_NAME else None
+        self.load_checkpoint(wanted)
+
+    def update_hint(self) -> None:
+        """The Model section's hint: which shipped model fits the input image, and whether the one in use does."""
+        text, fits = msg.layer_hint(self.input_layer(), self.model)
+        self.model_panel.show_hint(text, fits)
+        if text:
+            self.drop_remembered(fits)
 
     def drop_remembered(self, fits: bool) -> None:
         """On the first image: keep the last session's checkpoint when it fits the image, else go back to the

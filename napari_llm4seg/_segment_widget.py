@@ -10,7 +10,6 @@ import logging
 import weakref
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from napari.layers import Image
@@ -22,7 +21,6 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from llm4seg import device as _device
 from llm4seg.events import CancelToken, Log, Progress
-from llm4seg.models import DEFAULT_NAME, list_models
 from llm4seg.postprocess import MODES, PostprocessOptions
 
 from . import _output, _workers
@@ -31,7 +29,8 @@ from ._layer_choice import LayerChoice
 from ._clicks_controller import ClicksController
 from ._layers import current_z, describe_lead, image_data, layer_layout, lead_index, spatial_shape, unwrap, z_slices
 from ._segment_model import CheckpointMixin
-from ._segment_panels import SCOPE_RANGE, SCOPE_SLICE, InputPanel, ModelPanel, PostPanel, RunBar
+from ._segment_panels import SCOPE_RANGE, SCOPE_SLICE, InputPanel, ModelPanel, PostPanel
+from ._segment_runbar import RunBar
 from ._qtutil import MAX_WIDTH
 from ._reader import prefer_this_reader
 from ._session import Session
@@ -120,12 +119,6 @@ class SegmentWidget(CheckpointMixin, QWidget):
 
     def _restore(self) -> None:
         s = self.settings
-        recent = [p for p in s.get("recent", []) if Path(p).is_file()]
-        names = [DEFAULT_NAME] + [e.name for e in list_models() if e.name != DEFAULT_NAME]
-        wanted = s.get("checkpoint", DEFAULT_NAME)
-        if wanted not in names and wanted not in recent:
-            wanted = DEFAULT_NAME
-        self.model_panel.set_choices(names, recent, wanted)
         devices = _device.available_devices()
         self.model_panel.set_devices(devices, s.get("device", "auto"))
         self._on_device(self.model_panel.device.currentText())
@@ -137,8 +130,7 @@ class SegmentWidget(CheckpointMixin, QWidget):
         self.post_panel.preview.setChecked(s.get("post/preview", True))
         self.post_panel.blockSignals(False)
         self.activity.setChecked(s.get("activity", False))
-        self._remembered = wanted if wanted != DEFAULT_NAME else None
-        self.load_checkpoint(wanted)
+        self.restore_checkpoint()
 
     # --- input ----------------------------------------------------------------------------------------
     def input_layer(self) -> Any:
@@ -157,13 +149,6 @@ class SegmentWidget(CheckpointMixin, QWidget):
         self.post_panel.show_volume_options(self.input_panel.scope.isEnabled())
         self.clicks.refresh()
         self.update_hint()
-
-    def update_hint(self) -> None:
-        """The Model section's hint: which shipped model fits the input image, and whether the one in use does."""
-        text, fits = msg.layer_hint(self.input_layer(), self.model)
-        self.model_panel.show_hint(text, fits)
-        if text:
-            self.drop_remembered(fits)
 
     # --- running -----------------------------------------------------------------------------------------
     @property

@@ -20,16 +20,17 @@ taught ``ct-liver`` that the liver is small, and it erased the organ everywhere 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Generator, Sequence
 
 import numpy as np
 import torch
 
+from .events import Log
 from .preprocess import Preprocessing, logits_to_labels
 from .train import SliceSet, build_slices, sources_from_arrays
 
 __all__ = ["KEEP", "CONTEXT_SLICES", "MARGIN", "DRASTIC", "NOTABLE", "Context", "ChangeReport", "build_context",
-           "change_check", "with_context", "predict_labels"]
+           "change_check", "with_context", "predict_labels", "hold"]
 
 KEEP = 0.5            # share of training samples drawn from the context (docs/finetuning.md, correction patterns)
 CONTEXT_SLICES = 48   # most slices per volume the start labels: half distilled, half checked
@@ -183,6 +184,23 @@ def build_context(start: torch.nn.Module, plan: Any, prep: Preprocessing, device
     distilled = [i for i in order if roles.get(data.names[i]) == "distilled"]
     checked = [i for i in order if roles.get(data.names[i]) != "distilled"]
     return Context(data.subset(distilled) if distilled else None, data.subset(checked) if checked else None)
+
+
+def hold(start: torch.nn.Module, plan: Any, prep: Preprocessing, device: torch.device, keep: float,
+         images: Sequence[Any] = (), start_name: str = "", cancel: Any = None) -> Generator[Log, None, Context]:
+    """:func:`build_context` for a fine-tune from ``start`` (named ``start_name``), with a log line saying what
+    holds the model near its start; nothing from a starting point (``llm4seg.models.STARTING_POINTS``),
+    whose masks are nothing to keep."""
+    from .models import STARTING_POINTS
+
+    if start_name in STARTING_POINTS:
+        yield Log(f"{start_name} is a starting point, not a segmenter: nothing of its masks is held")
+        return Context(None, None)
+    context = build_context(start, plan, prep, device, images=images, cancel=cancel)
+    if context.distilled is not None and keep > 0:
+        yield Log(f"holding the model near its start on {len(context.distilled)} of your other slices/images "
+                  f"(the start's masks there train as {keep:.0%} of the samples)")
+    return context
 
 
 def _z_order(data: SliceSet) -> list[int]:

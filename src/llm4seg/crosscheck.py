@@ -25,10 +25,10 @@ from typing import Any, Generator
 import numpy as np
 import torch
 
+from .anchor import predict_labels
 from .device import resolve_device
 from .events import Log, Progress, is_cancelled, relay
 from .train import SliceSet, TrainConfig, fit
-from .preprocess import logits_to_labels
 from .train.metrics import confusion_counts, scores
 
 __all__ = ["CheckResult", "check_folds", "fold_items", "cross_check", "item_dice", "CHECK_FOLDS", "MARGIN", "MIN_ITEMS",
@@ -200,14 +200,8 @@ def cross_check(start: torch.nn.Module, data: SliceSet, config: TrainConfig, fol
 
 def item_dice(model: torch.nn.Module, data: SliceSet, device: torch.device, batch: int = 8) -> list[float]:
     """Dice of each slice of ``data`` (mean over foreground classes) at the model's input size."""
-    model.to(device).eval()
-    out: list[float] = []
-    with torch.inference_mode():
-        for first in range(0, len(data), batch):
-            x, y = data.batch(torch.arange(first, min(len(data), first + batch)), device)
-            pred = logits_to_labels(model(x).float())
-            out += scores(confusion_counts(pred, y.to(torch.uint8), data.num_classes))["dice"].mean(1).tolist()
-    return out
+    pred = predict_labels(model, data, device, batch)
+    return scores(confusion_counts(pred, data.labels.to(torch.uint8), data.num_classes))["dice"].mean(1).tolist()
 
 
 def _is_step(event: Any) -> bool:

@@ -22,11 +22,10 @@ import numpy as np
 import torch
 
 from .adapt import blend_weights, expand_to_rgb, recalibrate_batchnorm
-from .anchor import KEEP, ChangeReport, Context, build_context, change_check, with_context
+from .anchor import KEEP, ChangeReport, change_check, hold, with_context
 from .checkpoint import ModelCard
 from .crosscheck import CheckResult, check_against_start
 from .device import resolve_device
-from .models import STARTING_POINTS
 from .events import Log, is_cancelled, relay
 from .finetune_rules import (
     COLOUR_MIN_ITEMS, MIN_VAL_ITEMS, NO_VALIDATION, colour_config, colour_size, image_config, learns_colour,
@@ -341,11 +340,8 @@ def finetune(
                                reason=check.describe())
             return FinetuneOutcome(kept, base_card, len(plan.pairs), plan.n_slices, len(train_set), 0,
                                    dict(plan.pixels), config, check, seconds=time.perf_counter() - started)
-    if base_card is not None and base_card.name in STARTING_POINTS:  # its masks are nothing to keep
-        keep, anchor = 0.0, Context(None, None)
-        yield Log(f"{base_card.name} is a starting point, not a segmenter: nothing of its masks is held")
-    else:
-        anchor = yield from _context(trained, plan, data.prep, config, keep, context, cancel)
+    anchor = yield from hold(trained, plan, data.prep, resolve_device(config.device), keep, context,
+                             base_card.name if base_card is not None else "", cancel)
     if is_cancelled(cancel):
         return None
     if not bool(train_set.labels.any()) and (anchor.distilled is None or keep <= 0):
@@ -366,16 +362,6 @@ def finetune(
     return FinetuneOutcome(result, base_card, len(plan.pairs), plan.n_slices, len(train_set),
                            len(val_set) if val_set is not None else 0, dict(plan.pixels), config, check, change,
                            seconds=time.perf_counter() - started)
-
-
-def _context(trained: torch.nn.Module, plan: PairPlan, prep: Preprocessing, config: TrainConfig, keep: float,
-             images: Sequence[Any], cancel: Any) -> Generator[Any, None, Context]:
-    """:func:`llm4seg.anchor.build_context` with a log line saying what holds the model near its start."""
-    anchor = build_context(trained, plan, prep, resolve_device(config.device), images=images, cancel=cancel)
-    if anchor.distilled is not None and keep > 0:
-        yield Log(f"holding the model near its start on {len(anchor.distilled)} of your other slices/images "
-                  f"(the start's masks there train as {keep:.0%} of the samples)")
-    return anchor
 
 
 def finetuned_card(outcome: FinetuneOutcome, base: str = "", name: str | None = None) -> ModelCard:
